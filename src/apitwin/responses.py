@@ -1,0 +1,303 @@
+"""Build response bodies and headers: from examples, generated data, or the spec's error shape."""
+
+from __future__ import annotations
+
+import base64
+import random
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from http import HTTPStatus
+from typing import Any
+from xml.sax.saxutils import escape as xml_escape
+
+import orjson
+
+from apitwin.generation import Generator
+from apitwin.http import MockResponse
+from apitwin.negotiation import response_for_status
+from apitwin.spec.model import Header, MediaType, Operation, Response, Schema, is_json_media
+from apitwin.validation import Violation, validator
+
+PROBLEM_JSON = "application/problem+json"
+_MESSAGE_FIELDS = ("message", "detail", "error_description", "description", "error", "title", "msg")
+_LIST_FIELDS = ("errors", "details", "violations", "problems", "fieldErrors", "field_errors")
+
+
+def stable_rng(*parts: object) -> random.Random:
+    """A generator seeded from the request's identity, so the same request gets the same data."""
+    return random.Random(zlib.crc32(repr(parts).encode()))
+
+
+def example_is_valid(media: MediaType, value: Any) -> bool:
+    if media.schema is None:
+        return True
+    key = f"example-valid:{id(value)}"
+    if key not in media.schema.cache:
+        media.schema.cache[key] = validator(media.schema).is_valid(value)
+    return bool(media.schema.cache[key])
+
+
+def body_value(
+    media: MediaType, example_value: Any, has_example: bool, gen: Generator, rng: random.Random
+) -> Any:
+    if has_example and (not media.is_json or example_is_valid(media, example_value)):
+        return example_value
+    if media.schema is None:
+        return {} if media.is_json else ""
+    return gen.generate(media.schema.json, direction="response", rng=rng)
+
+
+def encode(media_name: str, value: Any) -> tuple[bytes, str]:
+    """Serialise ``value`` for the media type; returns (body, content type)."""
+    base = media_name.split(";", 1)[0].strip().lower()
+    if "*" in base:
+        base = "application/json"
+    if is_json_media(base):
+        return orjson.dumps(value), media_name if "*" not in media_name else base
+    if isinstance(value, bytes):
+        return value, media_name
+    if base.endswith("xml"):
+        return (value if isinstance(value, str) else to_xml(value)).encode(), media_name
+    if isinstance(value, str):
+        if base.startswith(("image/", "application/octet")) and _looks_base64(value):
+            return base64.b64decode(value), media_name
+        return value.encode(), media_name
+    return orjson.dumps(value), media_name
+
+
+def _looks_base64(value: str) -> bool:
+    try:
+        base64.b64decode(value, validate=True)
+    except ValueError:
+        return False
+    return True
+
+
+def to_xml(value: Any, name: str = "root") -> str:
+    if isinstance(value, dict):
+        inner = "".join(to_xml(v, str(k)) for k, v in value.items())
+    elif isinstance(value, list):
+        inner = "".join(to_xml(v, "item") for v in value)
+    elif value is None:
+        return f"<{name}/>"
+    else:
+        inner = xml_escape(str(value).lower() if isinstance(value, bool) else str(value))
+    return f"<{name}>{inner}</{name}>"
+
+
+def header_values(
+    headers: dict[str, Header] | Any, gen: Generator, rng: random.Random
+) -> list[tuple[str, str]]:
+    result = []
+    for header in headers.values():
+        if header.examples:
+            value = header.examples[0].value
+        elif header.schema is not None:
+            value = gen.generate(header.schema.json, direction="response", rng=rng)
+        else:
+            value = "x"
+        result.append((header.name, _header_text(value)))
+    return result
+
+
+def _header_text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list):
+        return ",".join(_header_text(v) for v in value)
+    if isinstance(value, dict):
+        return ",".join(f"{k},{_header_text(v)}" for k, v in value.items())
+    return "" if value is None else str(value)
+
+
+def problem(status: int, detail: str, violations: list[Violation] | None = None,
+            headers: list[tuple[str, str]] | None = None) -> MockResponse:
+    """RFC 9457 problem+json, for errors the spec gives no shape for."""
+    body: dict[str, Any] = {
+        "type": "about:blank",
+        "title": HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_ else "Error",
+        "status": status,
+        "detail": detail,
+    }
+    if violations:
+        body["errors"] = [v.as_dict() for v in violations]
+    return MockResponse(
+        status,
+        [("content-type", PROBLEM_JSON), *(headers or [])],
+        orjson.dumps(body),
+        violations=[v.as_dict() for v in violations or ()],
+        note=detail,
+    )
+
+
+def error_response(
+    op: Operation | None,
+    status: int,
+    detail: str,
+    violations: list[Violation],
+    gen: Generator,
+    headers: list[tuple[str, str]] | None = None,
+) -> MockResponse:
+    """The operation's own error shape for ``status`` when declared, else problem+json."""
+    response = response_for_status(op, status) if op is not None else None
+    media = _json_media(response)
+    if op is None or response is None or media is None or media.schema is None:
+        return problem(status, detail, violations, headers)
+    rng = stable_rng(op.operation_id, status, detail)
+    value = gen.generate(media.schema.json, direction="response", rng=rng)
+    filled = fill_error(value, media.schema, status, detail, violations, gen, rng)
+    content = media.name if "*" not in media.name else "application/json"
+    extra = header_values(response.headers, gen, rng)
+    return MockResponse(
+        status,
+        [("content-type", content), *extra, *(headers or [])],
+        orjson.dumps(filled),
+        operation_id=op.operation_id,
+        violations=[v.as_dict() for v in violations],
+        note=detail,
+    )
+
+
+def _json_media(response: Response | None) -> MediaType | None:
+    if response is None:
+        return None
+    for media in response.media.values():
+        if media.is_json:
+            return media
+    return None
+
+
+_CODE_WORDS = {
+    400: ("invalid_request", "bad_request", "validation_error"),
+    401: ("unauthorized", "unauthenticated", "invalid_token"),
+    403: ("forbidden", "permission_denied", "access_denied"),
+    404: ("not_found", "resource_not_found"),
+    405: ("method_not_allowed",),
+    406: ("not_acceptable",),
+    409: ("conflict", "already_exists"),
+    413: ("payload_too_large", "request_too_large"),
+    415: ("unsupported_media_type",),
+    422: ("invalid_request", "validation_error", "unprocessable_entity"),
+    429: ("rate_limited", "too_many_requests", "rate_limit_exceeded"),
+    500: ("internal", "internal_error", "server_error"),
+    503: ("unavailable", "service_unavailable"),
+}
+
+
+@dataclass(slots=True)
+class _Filling:
+    """What goes into an error body, and how to make list items the schema allows."""
+
+    status: int
+    detail: str
+    violations: list[Violation]
+    code: str | None
+    item: Callable[[tuple[str, ...]], Any]
+
+
+def fill_error(
+    value: Any,
+    schema: Schema,
+    status: int,
+    detail: str,
+    violations: list[Violation],
+    gen: Generator,
+    rng: random.Random,
+) -> Any:
+    """Put the message, code and violations where the schema has room; keep it schema-valid."""
+    checker = validator(schema)
+    root = schema.json
+
+    def item(path: tuple[str, ...]) -> Any:
+        sub = _items_schema(root, path)
+        return gen.generate({**sub, "$defs": root.get("$defs", {})}, rng=rng) if sub else None
+
+    words = _CODE_WORDS.get(status) or _CODE_WORDS.get(status // 100 * 100) or ("error",)
+    codes: list[str | None] = [*words, *(w.upper() for w in words), str(status), None]
+    for found in (violations, []):
+        for code in codes:
+            candidate = _fill(value, _Filling(status, detail, found, code, item), ())
+            if checker.is_valid(candidate):
+                return candidate
+    return value
+
+
+def _items_schema(root: dict[str, Any], path: tuple[str, ...]) -> dict[str, Any] | None:
+    """The `items` schema of the array property at ``path`` (following $refs and allOf)."""
+    node: Any = root
+    for key in path:
+        node = _properties(root, node).get(key)
+        if node is None:
+            return None
+    node = _deref(root, node)
+    items = node.get("items") if isinstance(node, dict) else None
+    return _deref(root, items) if isinstance(items, dict) else None
+
+
+def _deref(root: dict[str, Any], node: Any) -> Any:
+    for _ in range(16):
+        ref = node.get("$ref") if isinstance(node, dict) else None
+        if not isinstance(ref, str) or not ref.startswith("#/$defs/"):
+            return node
+        node = root.get("$defs", {}).get(ref[len("#/$defs/") :], {})
+    return node
+
+
+def _properties(root: dict[str, Any], node: Any) -> dict[str, Any]:
+    node = _deref(root, node)
+    if not isinstance(node, dict):
+        return {}
+    found = dict(node.get("properties") or {})
+    for part in node.get("allOf") or ():
+        found.update(_properties(root, part))
+    return found
+
+
+def _fill(value: Any, filling: _Filling, path: tuple[str, ...]) -> Any:
+    if not isinstance(value, dict) or len(path) > 2:
+        return value
+    status, detail, violations, code = (
+        filling.status, filling.detail, filling.violations, filling.code
+    )
+    out = dict(value)
+    for name in _MESSAGE_FIELDS:
+        if isinstance(out.get(name), str):
+            out[name] = detail
+            break
+    for name in ("code", "status", "statusCode", "status_code", "error_code"):
+        current = out.get(name)
+        if isinstance(current, int) and not isinstance(current, bool):
+            out[name] = status
+        elif isinstance(current, str) and code is not None:
+            out[name] = code
+    for name in _LIST_FIELDS:
+        items = out.get(name, [])
+        if isinstance(items, list) and violations:
+            template = items[0] if items else filling.item((*path, name))
+            if isinstance(template, dict):
+                out[name] = [_violation_item(template, v) for v in violations]
+    for key, inner in value.items():
+        if isinstance(inner, dict):
+            out[key] = _fill(inner, filling, (*path, key))
+    return out
+
+
+def _violation_item(template: dict[str, Any], violation: Violation) -> dict[str, Any]:
+    item = dict(template)
+    texts = {
+        "issue": violation.message,
+        "reason": violation.message,
+        "message": violation.message,
+        "detail": violation.message,
+        "field": violation.name or violation.pointer,
+        "pointer": violation.pointer,
+        "location": violation.location,
+        "in": violation.location,
+        "name": violation.name,
+        "path": violation.pointer,
+    }
+    for key, text in texts.items():
+        if isinstance(item.get(key), str):
+            item[key] = text
+    return item

@@ -1,0 +1,199 @@
+"""Load a spec file (and everything it references) into the typed model.
+
+``load_spec`` returns a :class:`Spec` or raises :class:`SpecError` listing every problem found, each
+with its file, JSON pointer and a plain reason. Imperfections that do not stop serving become
+``Spec.warnings``.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+from apitwin.errors import Problem, SpecError
+from apitwin.spec.model import HTTP_METHODS, Spec
+from apitwin.spec.refs import DocumentRegistry, Located, RefError, escape
+
+_SKIP_KEYS = {"example", "examples", "enum", "const"}
+_TEMPLATE = re.compile(r"\{([^{}]+)\}")
+
+
+class Collector:
+    """Gathers problems (fatal) and warnings while a spec is read."""
+
+    def __init__(self, registry: DocumentRegistry) -> None:
+        self.registry = registry
+        self.problems: list[Problem] = []
+        self.warnings: list[Problem] = []
+
+    def problem(self, node: Located, reason: str) -> None:
+        self.problems.append(Problem(self.registry.name(node.uri), node.pointer, reason))
+
+    def warn(self, node: Located, reason: str) -> None:
+        self.warnings.append(Problem(self.registry.name(node.uri), node.pointer, reason))
+
+    def follow(self, node: Located) -> Located | None:
+        try:
+            return self.registry.follow(node)
+        except RefError as exc:
+            self.problems.append(exc.problem)
+            return None
+
+
+def load_spec(path: str | Path, *, spec_root: str | Path | None = None) -> Spec:
+    path = Path(path)
+    if not path.is_file():
+        raise SpecError([Problem(str(path), "", "file not found")])
+    registry = DocumentRegistry(path, spec_root=Path(spec_root) if spec_root else None)
+    try:
+        root = registry.root()
+    except RefError as exc:
+        raise SpecError([exc.problem]) from None
+    collector = Collector(registry)
+    if not isinstance(root.value, dict):
+        raise SpecError([Problem(registry.name(root.uri), "", "the document is not a mapping")])
+    check_refs(registry, collector)
+    if collector.problems:
+        raise SpecError(collector.problems)
+    spec = _adapt(root, collector)
+    if collector.problems or spec is None:
+        raise SpecError(collector.problems or [Problem(registry.name(root.uri), "", "unreadable")])
+    return spec
+
+
+def _adapt(root: Located, collector: Collector) -> Spec | None:
+    from apitwin.spec import oas3, swagger2
+
+    doc = root.value
+    if isinstance(doc.get("swagger"), str):
+        if not doc["swagger"].startswith("2."):
+            collector.problem(root.child("swagger"), f"unsupported Swagger version {doc['swagger']!r}")
+            return None
+        return swagger2.build(root, collector)
+    version = doc.get("openapi")
+    if isinstance(version, str) and re.match(r"3\.[0-2](\.|$)", version):
+        return oas3.build(root, collector)
+    if version is None:
+        collector.problem(root, "not an OpenAPI document: no 'openapi' or 'swagger' field")
+    else:
+        collector.problem(root.child("openapi"), f"unsupported OpenAPI version {version!r}")
+    return None
+
+
+def check_refs(registry: DocumentRegistry, collector: Collector) -> None:
+    """Report every `$ref` whose target cannot be found, in all reachable documents."""
+    pending = [registry.root_uri]
+    walked: set[str] = set()
+    checked: set[str] = set()
+    while pending:
+        uri = pending.pop()
+        if uri in walked:
+            continue
+        walked.add(uri)
+        try:
+            document = registry.document(uri)
+        except RefError as exc:
+            collector.problems.append(exc.problem)
+            continue
+        for ref, pointer in _refs_in(document):
+            if not isinstance(ref, str) or not ref:
+                collector.warnings.append(
+                    Problem(
+                        registry.name(uri),
+                        pointer,
+                        "$ref is empty (in YAML, an unquoted # starts a comment); treated as {}",
+                    )
+                )
+                continue
+            target_uri, target_pointer = registry.target(uri, ref)
+            address = f"{target_uri}#{target_pointer}"
+            if address in checked:
+                continue
+            checked.add(address)
+            try:
+                registry.lookup(target_uri, target_pointer)
+            except RefError as exc:
+                reason = f"$ref {ref!r} cannot be resolved: {exc.problem.reason}"
+                collector.problems.append(Problem(registry.name(uri), pointer, reason))
+                continue
+            if target_uri != uri:
+                pending.append(target_uri)
+
+
+def _refs_in(document: Any) -> list[tuple[Any, str]]:
+    found: list[tuple[Any, str]] = []
+    stack: list[tuple[Any, str]] = [(document, "")]
+    while stack:
+        node, pointer = stack.pop()
+        if isinstance(node, dict):
+            if "$ref" in node:
+                found.append((node["$ref"], pointer))
+            for key, value in node.items():
+                if isinstance(value, (dict, list)) and key not in _SKIP_KEYS and not key.startswith("x-"):
+                    stack.append((value, f"{pointer}/{escape(key)}"))
+        elif isinstance(node, list):
+            stack.extend(
+                (value, f"{pointer}/{i}")
+                for i, value in enumerate(node)
+                if isinstance(value, (dict, list))
+            )
+    return found
+
+
+def template_names(path: str) -> list[str]:
+    return _TEMPLATE.findall(path)
+
+
+def path_items(root: Located, collector: Collector) -> list[tuple[str, Located]]:
+    """(path, resolved path item) for every entry of ``paths``."""
+    paths = root.value.get("paths")
+    if paths is None:
+        return []
+    if not isinstance(paths, dict):
+        collector.problem(root.child("paths"), "'paths' must be a mapping")
+        return []
+    result = []
+    for path in paths:
+        node = collector.follow(root.child("paths", path))
+        if node is None:
+            continue
+        if not isinstance(node.value, dict):
+            collector.problem(node, "a path item must be a mapping")
+            continue
+        if not path.startswith("/"):
+            collector.warn(node, f"path {path!r} does not start with '/'")
+        result.append((path, node))
+    return result
+
+
+def methods_of(item: Located) -> list[str]:
+    return [m for m in HTTP_METHODS if isinstance(item.value.get(m), dict)]
+
+
+def unique_operation_id(
+    raw_id: Any, method: str, path: str, seen: set[str], node: Located, collector: Collector
+) -> str:
+    if isinstance(raw_id, str) and raw_id:
+        op_id = raw_id
+    else:
+        slug = re.sub(r"[^A-Za-z0-9]+", "_", path).strip("_") or "root"
+        op_id = f"{method}_{slug}"
+    if op_id in seen:
+        collector.warn(node, f"duplicate operationId {op_id!r}; renamed")
+        n = 2
+        while f"{op_id}_{n}" in seen:
+            n += 1
+        op_id = f"{op_id}_{n}"
+    seen.add(op_id)
+    return op_id
+
+
+def base_path_of(url: str) -> str:
+    """The path part of a server URL ("https://x/v1/" -> "/v1", "/" -> "")."""
+    match = re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*://[^/]*(.*)$", url)
+    path = match.group(1) if match else url
+    path = path.split("?", 1)[0].split("#", 1)[0]
+    if not path.startswith("/"):
+        path = "/" + path if path else ""
+    return path.rstrip("/")

@@ -1,0 +1,234 @@
+"""Embedded SQLite backend (the default): stdlib sqlite3 on one dedicated thread, WAL mode.
+
+All statements run on a single worker thread, so batches are serialised: concurrent writers cannot
+lose each other's updates, and each batch is one transaction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+import orjson
+
+from apitwin.state.store import (
+    Clear,
+    Delete,
+    Item,
+    Key,
+    Merge,
+    Op,
+    Put,
+    Query,
+    Require,
+    StoreError,
+    merge_patch,
+)
+
+T = TypeVar("T")
+
+SCHEMA = [
+    """CREATE TABLE IF NOT EXISTS items (
+        twin TEXT NOT NULL, conn TEXT NOT NULL, kind TEXT NOT NULL, id TEXT NOT NULL,
+        parent TEXT NOT NULL DEFAULT '', seq INTEGER NOT NULL, version INTEGER NOT NULL,
+        data TEXT NOT NULL, created REAL NOT NULL, updated REAL NOT NULL,
+        PRIMARY KEY (twin, conn, kind, id))""",
+    "CREATE INDEX IF NOT EXISTS items_scope ON items (twin, conn, kind, parent, seq)",
+    "CREATE INDEX IF NOT EXISTS items_seq ON items (twin, conn, kind, seq)",
+    "CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL)",
+]
+_COLUMNS = "twin, conn, kind, id, parent, seq, version, data, created, updated"
+
+
+class SQLiteStore:
+    def __init__(self, path: str | Path = ":memory:") -> None:
+        self.path = str(path)
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="apitwin-sqlite")
+        self._db: sqlite3.Connection | None = None
+        self._seq = 0
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        await self._run(self._open)
+
+    def _open(self) -> None:
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        db.execute("PRAGMA busy_timeout=5000")
+        for statement in SCHEMA:
+            db.execute(statement)
+        row = db.execute("SELECT value FROM counters WHERE name = 'seq'").fetchone()
+        self._seq = int(row[0]) if row else 0
+        self._db = db
+
+    async def close(self) -> None:
+        if self._db is not None:
+            await self._run(self._db.close)
+            self._db = None
+        self._executor.shutdown(wait=True)
+
+    async def _run(self, fn: Callable[[], T]) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, fn)
+
+    @property
+    def db(self) -> sqlite3.Connection:
+        if self._db is None:
+            raise RuntimeError("the store is not open")
+        return self._db
+
+    # -- reads ---------------------------------------------------------------------------------
+
+    async def get(self, key: Key) -> Item | None:
+        return await self._run(lambda: self._get(key))
+
+    def _get(self, key: Key) -> Item | None:
+        row = self.db.execute(
+            f"SELECT {_COLUMNS} FROM items WHERE twin=? AND conn=? AND kind=? AND id=?",
+            (key.twin, key.conn, key.kind, key.id),
+        ).fetchone()
+        return _item(row) if row else None
+
+    async def query(self, query: Query) -> list[Item]:
+        return await self._run(lambda: self._query(query))
+
+    def _where(self, query: Query) -> tuple[str, list[Any]]:
+        scope = query.scope
+        clauses = ["twin=?", "conn=?", "kind=?"]
+        args: list[Any] = [scope.twin, scope.conn, scope.kind]
+        if query.parent is not None:
+            clauses.append("parent=?")
+            args.append(query.parent)
+        for name, value in query.equals.items():
+            clauses.append("json_extract(data, ?) = ?")
+            args.extend([f'$."{name}"', _sql_value(value)])
+        return " AND ".join(clauses), args
+
+    def _query(self, query: Query) -> list[Item]:
+        where, args = self._where(query)
+        if query.after_seq:
+            where += " AND seq < ?" if query.descending else " AND seq > ?"
+            args.append(query.after_seq)
+        order = "DESC" if query.descending else "ASC"
+        rows = self.db.execute(
+            f"SELECT {_COLUMNS} FROM items WHERE {where} ORDER BY seq {order} LIMIT ? OFFSET ?",
+            (*args, query.limit, query.offset),
+        ).fetchall()
+        return [_item(row) for row in rows]
+
+    async def count(self, query: Query) -> int:
+        def run() -> int:
+            where, args = self._where(query)
+            return int(self.db.execute(f"SELECT COUNT(*) FROM items WHERE {where}", args).fetchone()[0])
+
+        return await self._run(run)
+
+    # -- writes --------------------------------------------------------------------------------
+
+    async def write(self, ops: Sequence[Op]) -> list[Item | None]:
+        return await self._run(lambda: self._write(ops))
+
+    def _write(self, ops: Sequence[Op]) -> list[Item | None]:
+        db = self.db
+        seq_before = self._seq
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            results = [self._apply(index, op) for index, op in enumerate(ops)]
+            if self._seq != seq_before:
+                db.execute(
+                    "INSERT INTO counters (name, value) VALUES ('seq', ?) "
+                    "ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+                    (self._seq,),
+                )
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            self._seq = seq_before
+            raise
+        return results
+
+    def _apply(self, index: int, op: Op) -> Item | None:
+        if isinstance(op, Put):
+            return self._put(index, op)
+        if isinstance(op, Merge):
+            current = self._existing(index, op.key, op.expect)
+            data = merge_patch(current.data, op.patch)
+            return self._store(op.key, data, current.parent, current, op.now)
+        if isinstance(op, Delete):
+            cursor = self.db.execute(
+                "DELETE FROM items WHERE twin=? AND conn=? AND kind=? AND id=?",
+                (op.key.twin, op.key.conn, op.key.kind, op.key.id),
+            )
+            if op.must_exist and cursor.rowcount == 0:
+                raise StoreError("missing", op.key, index)
+            return None
+        if isinstance(op, Require):
+            self._existing(index, op.key, None)
+            return None
+        self._clear(op)
+        return None
+
+    def _put(self, index: int, op: Put) -> Item:
+        current = self._get(op.key)
+        if op.expect == "absent" and current is not None:
+            raise StoreError("exists", op.key, index)
+        if op.expect == "present" and current is None:
+            raise StoreError("missing", op.key, index)
+        if isinstance(op.expect, int) and (current is None or current.version != op.expect):
+            raise StoreError("conflict" if current else "missing", op.key, index)
+        return self._store(op.key, dict(op.data), op.parent, current, op.now)
+
+    def _existing(self, index: int, key: Key, expect: int | None) -> Item:
+        current = self._get(key)
+        if current is None:
+            raise StoreError("missing", key, index)
+        if expect is not None and current.version != expect:
+            raise StoreError("conflict", key, index)
+        return current
+
+    def _store(self, key: Key, data: Any, parent: str, current: Item | None, now: float) -> Item:
+        now = now or time.time()
+        if current is None:
+            self._seq += 1
+            item = Item(key, data, parent, self._seq, 1, now, now)
+        else:
+            item = Item(key, data, parent, current.seq, current.version + 1, current.created, now)
+        self.db.execute(
+            f"INSERT OR REPLACE INTO items ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?)",
+            (key.twin, key.conn, key.kind, key.id, item.parent, item.seq, item.version,
+             orjson.dumps(item.data).decode(), item.created, item.updated),
+        )
+        return item
+
+    def _clear(self, op: Clear) -> None:
+        clauses, args = ["twin=?"], [op.twin]
+        if op.conn is not None:
+            clauses.append("conn=?")
+            args.append(op.conn)
+        if op.kinds:
+            clauses.append(f"kind IN ({','.join('?' * len(op.kinds))})")
+            args.extend(op.kinds)
+        self.db.execute(f"DELETE FROM items WHERE {' AND '.join(clauses)}", args)
+
+
+def _sql_value(value: Any) -> Any:
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, (dict, list)):
+        return orjson.dumps(value).decode()
+    return value
+
+
+def _item(row: tuple[Any, ...]) -> Item:
+    twin, conn, kind, item_id, parent, seq, version, data, created, updated = row
+    return Item(Key(twin, conn, kind, item_id), orjson.loads(data), parent, seq, version,
+                created, updated)

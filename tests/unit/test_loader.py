@@ -1,0 +1,270 @@
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import jsonschema
+import pytest
+from conftest import SPECS, need_specs, shared_specs
+
+from apitwin.errors import SpecError
+from apitwin.spec.loader import load_spec
+
+
+def write(folder: Path, name: str, text: str) -> Path:
+    path = folder / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+@pytest.mark.parametrize("path", shared_specs(), ids=lambda p: p.name)
+def test_every_shared_spec_loads_and_compiles_valid_schemas(path: Path) -> None:
+    spec = load_spec(path, spec_root=SPECS)
+    schemas = [
+        media.schema
+        for op in spec.operations
+        for response in op.responses.values()
+        for media in response.media.values()
+        if media.schema is not None
+    ]
+    schemas += [p.schema for op in spec.operations for p in op.parameters if p.schema]
+    for schema in schemas:
+        jsonschema.Draft202012Validator.check_schema(schema.json)
+
+
+def test_swagger_2_multi_file_spec_resolves_refs_across_folders() -> None:
+    need_specs()
+    spec = load_spec(SPECS / "oai-petstore-separate.swagger20/spec/swagger.yaml", spec_root=SPECS)
+    assert spec.openapi == "2.0"
+    assert spec.base_path == "/api"
+    find = spec.operation("findPets")
+    assert find is not None
+    schema = find.responses["200"].media["application/json"].schema
+    assert schema is not None
+    assert "$defs" in schema.json
+
+
+def test_refs_leaving_the_spec_folder_are_refused_with_a_hint() -> None:
+    need_specs()
+    with pytest.raises(SpecError) as caught:
+        load_spec(SPECS / "oai-petstore-separate.swagger20/spec/swagger.yaml")
+    assert any("--spec-root" in p.reason for p in caught.value.problems)
+
+
+def test_broken_spec_reports_every_problem_with_file_and_pointer(tmp_path: Path) -> None:
+    spec = write(
+        tmp_path,
+        "api.yaml",
+        """
+        openapi: 3.0.3
+        info: {title: t, version: "1"}
+        paths:
+          /a:
+            get:
+              responses:
+                "200":
+                  content:
+                    application/json:
+                      schema: {$ref: "#/components/schemas/Missing"}
+          /b:
+            get:
+              responses:
+                "200":
+                  content:
+                    application/json:
+                      schema: {$ref: "other.yaml#/Thing"}
+        """,
+    )
+    with pytest.raises(SpecError) as caught:
+        load_spec(spec)
+    problems = caught.value.problems
+    assert len(problems) == 2
+    assert {p.file for p in problems} == {"api.yaml", "other.yaml"} or all(
+        p.file == "api.yaml" for p in problems
+    )
+    assert all(p.pointer.startswith("/paths/") for p in problems)
+
+
+def test_unsupported_version_and_non_openapi_documents_are_named(tmp_path: Path) -> None:
+    with pytest.raises(SpecError, match="unsupported OpenAPI version"):
+        load_spec(write(tmp_path, "a.yaml", "openapi: 4.0.0\ninfo: {title: t}\n"))
+    with pytest.raises(SpecError, match="not an OpenAPI document"):
+        load_spec(write(tmp_path, "b.yaml", "hello: world\n"))
+    with pytest.raises(SpecError, match="invalid YAML at line"):
+        load_spec(write(tmp_path, "c.yaml", "openapi: [\n"))
+
+
+def test_invalid_utf8_is_refused_clearly(tmp_path: Path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_bytes(b"openapi: 3.0.0\ninfo: {title: \xff}\n")
+    with pytest.raises(SpecError, match="not valid UTF-8"):
+        load_spec(path)
+
+
+def test_yaml_alias_bombs_are_refused(tmp_path: Path) -> None:
+    lines = ['a0: &a0 ["x"]']
+    for i in range(1, 12):
+        lines.append(f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 1000) + "]")
+    path = tmp_path / "bomb.yaml"
+    path.write_text("openapi: 3.0.0\n" + "\n".join(lines) + "\n")
+    with pytest.raises(SpecError, match="YAML aliases"):
+        load_spec(path)
+
+
+def test_status_codes_stay_strings_and_nullable_becomes_a_type_array(tmp_path: Path) -> None:
+    spec = load_spec(
+        write(
+            tmp_path,
+            "a.yaml",
+            """
+            openapi: 3.0.3
+            info: {title: t, version: "1"}
+            paths:
+              /a:
+                get:
+                  responses:
+                    200:
+                      description: ok
+                      content:
+                        application/json:
+                          schema:
+                            type: object
+                            required: [id, name]
+                            properties:
+                              id: {type: integer, readOnly: true, format: int32}
+                              name: {type: string, nullable: true}
+                              size: {type: number, minimum: 0, exclusiveMinimum: true}
+            """,
+        )
+    )
+    op = spec.operations[0]
+    assert list(op.responses) == ["200"]
+    schema = op.responses["200"].media["application/json"].schema
+    assert schema is not None
+    converted = schema.json
+    assert converted["properties"]["name"]["type"] == ["string", "null"]
+    assert converted["properties"]["size"]["exclusiveMinimum"] == 0
+    assert converted["properties"]["id"]["maximum"] == 2**31 - 1
+
+
+def test_read_only_properties_are_not_required_in_requests(tmp_path: Path) -> None:
+    spec = load_spec(
+        write(
+            tmp_path,
+            "a.yaml",
+            """
+            openapi: 3.1.0
+            info: {title: t, version: "1"}
+            paths:
+              /things:
+                post:
+                  requestBody:
+                    content:
+                      application/json:
+                        schema: {$ref: "#/components/schemas/Thing"}
+                  responses:
+                    "201":
+                      description: created
+                      content:
+                        application/json:
+                          schema: {$ref: "#/components/schemas/Thing"}
+            components:
+              schemas:
+                Thing:
+                  type: object
+                  required: [id, name, secret]
+                  properties:
+                    id: {type: string, readOnly: true}
+                    name: {type: string}
+                    secret: {type: string, writeOnly: true}
+            """,
+        )
+    )
+    op = spec.operations[0]
+    assert op.body is not None
+    request = op.body.media["application/json"].schema
+    response = op.responses["201"].media["application/json"].schema
+    assert request is not None and response is not None
+    assert request.json["$defs"]["Thing"]["required"] == ["name", "secret"]
+    assert response.json["$defs"]["Thing"]["required"] == ["id", "name"]
+
+
+def test_recursive_schemas_bundle_finitely(tmp_path: Path) -> None:
+    spec = load_spec(
+        write(
+            tmp_path,
+            "a.yaml",
+            """
+            openapi: 3.1.0
+            info: {title: t, version: "1"}
+            paths:
+              /nodes:
+                get:
+                  responses:
+                    "200":
+                      description: ok
+                      content:
+                        application/json:
+                          schema: {$ref: "#/components/schemas/Node"}
+            components:
+              schemas:
+                Node:
+                  type: object
+                  properties:
+                    children: {type: array, items: {$ref: "#/components/schemas/Node"}}
+            """,
+        )
+    )
+    schema = spec.operations[0].responses["200"].media["application/json"].schema
+    assert schema is not None
+    assert schema.json["$defs"]["Node"]["properties"]["children"]["items"] == {
+        "$ref": "#/$defs/Node"
+    }
+    validator = jsonschema.Draft202012Validator(schema.json)
+    assert validator.is_valid({"children": [{"children": []}]})
+    assert not validator.is_valid({"children": [{"children": 3}]})
+
+
+def test_swagger_2_form_data_and_files_become_a_body(tmp_path: Path) -> None:
+    spec = load_spec(
+        write(
+            tmp_path,
+            "a.yaml",
+            """
+            swagger: "2.0"
+            info: {title: t, version: "1"}
+            basePath: /api
+            paths:
+              /upload:
+                post:
+                  consumes: [multipart/form-data]
+                  parameters:
+                    - {name: note, in: formData, type: string, required: true}
+                    - {name: file, in: formData, type: file}
+                    - {name: tags, in: query, type: array, items: {type: string},
+                       collectionFormat: pipes}
+                  responses:
+                    200: {description: ok}
+            """,
+        )
+    )
+    op = spec.operations[0]
+    assert op.body is not None
+    media = op.body.media["multipart/form-data"]
+    assert media.schema is not None
+    assert media.schema.json["properties"]["file"] == {"type": "string", "format": "binary"}
+    assert media.schema.json["required"] == ["note"]
+    tags = op.parameters[0]
+    assert (tags.name, tags.style, tags.explode) == ("tags", "pipeDelimited", False)
+
+
+def test_json_schema_ids_and_anchors_resolve_in_3_1(tmp_path: Path) -> None:
+    need_specs()
+    spec = load_spec(SPECS / "swagger-petstore.oas31.yaml")
+    assert any("unquoted #" in w.reason for w in spec.warnings)
+    op = spec.operation("addPet")
+    assert op is not None and op.body is not None
+    schema = op.body.media["application/json"].schema
+    assert schema is not None
+    jsonschema.Draft202012Validator.check_schema(schema.json)
