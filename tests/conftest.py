@@ -5,11 +5,20 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 import pytest
 import uvicorn
+
+from apitwin.config import twin_for_spec
+from apitwin.server.app import App
+from apitwin.service.twin import TwinService
+from apitwin.spec.loader import load_spec
+from apitwin.spec.model import Spec
+from apitwin.state.sqlite import SQLiteStore
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
@@ -28,6 +37,48 @@ def shared_specs() -> list[Path]:
 def need_specs() -> None:
     if not SPECS.is_dir():
         pytest.skip(f"the shared spec corpus is not at {SPECS}")
+
+
+@dataclass
+class Running:
+    """A twin served on loopback, with what a client of it needs."""
+
+    origin: str
+    app: App
+
+    @property
+    def twin(self) -> TwinService:
+        return self.app.twins[0]
+
+    @property
+    def url(self) -> str:
+        return self.origin + self.twin.base_path
+
+    @property
+    def api_key(self) -> str:
+        return self.twin.connections.get("default").api_key
+
+
+def twin_app(spec: Path | Spec, db: str | Path = ":memory:", **options: Any) -> App:
+    loaded = (
+        spec
+        if isinstance(spec, Spec)
+        else load_spec(spec, spec_root=options.pop("spec_root", None))
+    )
+    config = twin_for_spec(_spec_file(loaded), **options)
+    store = SQLiteStore(db)
+    return App([TwinService(loaded, store, config)], store)
+
+
+def _spec_file(spec: Spec) -> Path:
+    return Path(unquote(urlsplit(spec.source).path))
+
+
+@contextmanager
+def serve_twin(spec: Path | Spec, **options: Any) -> Iterator[Running]:
+    app = twin_app(spec, **options)
+    with serve(app) as origin:
+        yield Running(origin, app)
 
 
 @contextmanager

@@ -1,17 +1,20 @@
-"""The `apitwin` command line. Errors become a message on stderr and an exit status, never a traceback."""
+"""The `apitwin` command line: errors become a message and an exit status, never a traceback."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 from apitwin import __version__
+from apitwin.config import Settings, TwinConfig, load_config, twin_for_spec
 from apitwin.errors import ApitwinError, SpecError
 from apitwin.spec.loader import load_spec
-from apitwin.spec.model import Spec
 
 EXIT_USAGE = 2
 
@@ -28,11 +31,21 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("spec", type=Path, help="OpenAPI 3.x or Swagger 2.0 file (JSON or YAML)")
     _spec_root_option(check)
 
-    serve = sub.add_parser("serve", help="serve a twin of SPEC over HTTP")
-    serve.add_argument("spec", type=Path, help="OpenAPI 3.x or Swagger 2.0 file (JSON or YAML)")
-    _server_options(serve)
+    serve = sub.add_parser("serve", help="serve twins of one or more specs over HTTP")
     serve.add_argument(
-        "--base-path", help="serve under this path instead of the spec's first server URL"
+        "specs",
+        type=Path,
+        nargs="*",
+        metavar="SPEC",
+        help="OpenAPI 3.x or Swagger 2.0 files (or use --config)",
+    )
+    serve.add_argument("--config", "-c", type=Path, help="apitwin.yaml listing twins")
+    _server_options(serve)
+    serve.add_argument("--base-path", help="serve under this path instead of the spec's server URL")
+    serve.add_argument(
+        "--auth",
+        choices=["strict", "lenient"],
+        help="lenient: unknown credentials act as the default connection",
     )
     _spec_root_option(serve)
 
@@ -42,9 +55,12 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _server_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=8000, help="port to bind (default 8000)")
-    parser.add_argument("--seed", type=int, default=0, help="seed for generated data (default 0)")
+    parser.add_argument("--host", help="address to bind (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, help="port to bind (default 8000)")
+    parser.add_argument(
+        "--db", help="SQLite file for state (default apitwin.db; ':memory:' keeps nothing)"
+    )
+    parser.add_argument("--seed", type=int, help="seed for generated data (default 0)")
 
 
 def _spec_root_option(parser: argparse.ArgumentParser) -> None:
@@ -68,11 +84,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "check":
             return cmd_check(args)
-        if args.command == "serve":
-            return cmd_serve(args, load_spec(args.spec, spec_root=args.spec_root))
-        if args.command == "demo":
-            args.base_path = None
-            return cmd_serve(args, load_spec(example_spec()))
+        if args.command in ("serve", "demo"):
+            return cmd_serve(settings_from(args))
     except SpecError as exc:
         print(f"apitwin: cannot serve this spec; {len(exc.problems)} problem(s):", file=sys.stderr)
         for problem in exc.problems:
@@ -87,6 +100,52 @@ def main(argv: Sequence[str] | None = None) -> int:
     return EXIT_USAGE
 
 
+def settings_from(args: argparse.Namespace) -> Settings:
+    """Defaults < config file < command line."""
+    if args.command == "demo":
+        base = Settings(twins=(twin_for_spec(example_spec(), name="research"),))
+    elif getattr(args, "config", None):
+        if args.specs:
+            raise ApitwinError("give either SPEC files or --config, not both")
+        base = load_config(args.config)
+    elif args.specs:
+        options: dict[str, Any] = {"spec_root": args.spec_root}
+        if args.base_path:
+            options["base_path"] = args.base_path
+        if args.auth:
+            options["auth"] = args.auth
+        twins = [twin_for_spec(path, **options) for path in args.specs]
+        base = Settings(twins=tuple(_unique_names(twins)))
+    else:
+        raise ApitwinError("name a SPEC file to serve, or --config apitwin.yaml")
+    if args.seed is not None:
+        base = Settings(
+            twins=tuple(replace(t, seed=args.seed) for t in base.twins),
+            host=base.host,
+            port=base.port,
+            db=base.db,
+            admin_token=base.admin_token,
+        )
+    return Settings(
+        twins=base.twins,
+        host=args.host or base.host,
+        port=args.port if args.port is not None else base.port,
+        db=args.db or (base.db if base.source else "apitwin.db"),
+        admin_token=base.admin_token,
+        source=base.source,
+    )
+
+
+def _unique_names(twins: list[TwinConfig]) -> list[TwinConfig]:
+    seen: dict[str, int] = {}
+    result = []
+    for twin in twins:
+        seen[twin.name] = seen.get(twin.name, 0) + 1
+        count = seen[twin.name]
+        result.append(replace(twin, name=f"{twin.name}-{count}") if count > 1 else twin)
+    return result
+
+
 def cmd_check(args: argparse.Namespace) -> int:
     from apitwin.report import describe_spec
 
@@ -95,26 +154,14 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_serve(args: argparse.Namespace, spec: Spec) -> int:
+def cmd_serve(settings: Settings) -> int:
     import uvicorn
 
     from apitwin.server.app import create_app
-    from apitwin.service.twin import TwinService
+    from apitwin.server.banner import banner
 
-    twin = TwinService(spec, seed=args.seed, base_path=args.base_path)
-    app = create_app([twin])
-    base = f"http://{_display_host(args.host)}:{args.port}{twin.base_path}"
-    print(f"apitwin {__version__}: twin of {spec.title} {spec.version}".rstrip(), file=sys.stderr)
-    print(f"  {len(spec.operations)} operations served at {base}", file=sys.stderr)
-    first = next((op for op in spec.operations if op.method == "get"), None)
-    if first is not None:
-        print(f"  try: curl {base}{first.path}", file=sys.stderr)
-    print("  press Ctrl+C to stop", file=sys.stderr)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)
+    app = create_app(settings)
+    asyncio.run(app.startup())
+    print(banner(app, settings), file=sys.stderr, flush=True)
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning", access_log=False)
     return 0
-
-
-def _display_host(host: str) -> str:
-    if host in ("0.0.0.0", "::"):
-        return "127.0.0.1"
-    return f"[{host}]" if ":" in host else host

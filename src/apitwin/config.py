@@ -31,14 +31,26 @@ _CONNECTION = {
     "additionalProperties": False,
     "required": ["client_id"],
     "properties": {
-        "client_id": {"type": "string", "pattern": r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$",
-                      "description": "Identifies the connection; the OAuth client id."},
-        "client_secret": {"type": "string", "minLength": 8,
-                          "description": "OAuth client secret (generated when absent)."},
-        "api_key": {"type": "string", "minLength": 8,
-                    "description": "API key / static bearer token (generated when absent)."},
-        "webhook_url": {"type": "string", "pattern": "^https?://",
-                        "description": "Where this connection's webhooks are delivered."},
+        "client_id": {
+            "type": "string",
+            "pattern": r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$",
+            "description": "Identifies the connection; the OAuth client id.",
+        },
+        "client_secret": {
+            "type": "string",
+            "minLength": 8,
+            "description": "OAuth client secret (generated when absent).",
+        },
+        "api_key": {
+            "type": "string",
+            "minLength": 8,
+            "description": "API key / static bearer token (generated when absent).",
+        },
+        "webhook_url": {
+            "type": "string",
+            "pattern": "^https?://",
+            "description": "Where this connection's webhooks are delivered.",
+        },
         "label": {"type": "string"},
         "fixtures": _FIXTURES,
     },
@@ -48,23 +60,42 @@ _TWIN = {
     "additionalProperties": False,
     "required": ["spec"],
     "properties": {
-        "name": {"type": "string", "pattern": _NAME,
-                 "description": "Short name (lower case); defaults to the spec file's stem."},
-        "spec": {"type": "string", "description": "Path of the OpenAPI file, relative to this file."},
-        "spec_root": {"type": "string",
-                      "description": "Folder $refs may read from (default: the spec's folder)."},
-        "base_path": {"type": "string", "pattern": "^/",
-                      "description": "Serve under this path instead of the spec's server URL."},
+        "name": {
+            "type": "string",
+            "pattern": _NAME,
+            "description": "Short name (lower case); defaults to the spec file's stem.",
+        },
+        "spec": {
+            "type": "string",
+            "description": "Path of the OpenAPI file, relative to this file.",
+        },
+        "spec_root": {
+            "type": "string",
+            "description": "Folder $refs may read from (default: the spec's folder).",
+        },
+        "base_path": {
+            "type": "string",
+            "pattern": "^/",
+            "description": "Serve under this path instead of the spec's server URL.",
+        },
         "seed": {"type": "integer", "description": "Seed for generated data."},
-        "auth": {"enum": ["strict", "lenient"],
-                 "description": "strict: unknown credentials get 401; lenient: they act as the "
-                                "default connection. Default: strict when connections are listed."},
-        "seed_examples": {"type": "boolean",
-                          "description": "Seed each connection from the spec's own examples."},
-        "resources": {"type": "object",
-                      "description": "Corrections to inferred resources, by resource name."},
-        "operations": {"type": "object",
-                       "description": "operationId -> {resource, role, action} reassignments."},
+        "auth": {
+            "enum": ["strict", "lenient"],
+            "description": "strict: unknown credentials get 401; lenient: they act as the "
+            "default connection. Default: strict when connections are listed.",
+        },
+        "seed_examples": {
+            "type": "boolean",
+            "description": "Seed each connection from the spec's own examples.",
+        },
+        "resources": {
+            "type": "object",
+            "description": "Corrections to inferred resources, by resource name.",
+        },
+        "operations": {
+            "type": "object",
+            "description": "operationId -> {resource, role, action} reassignments.",
+        },
         "fixtures": _FIXTURES,
         "connections": {"type": "array", "items": _CONNECTION},
     },
@@ -81,8 +112,10 @@ SCHEMA: dict[str, Any] = {
             "properties": {
                 "host": {"type": "string"},
                 "port": {"type": "integer", "minimum": 0, "maximum": 65535},
-                "db": {"type": "string",
-                       "description": "SQLite file, ':memory:', or a postgresql:// URL."},
+                "db": {
+                    "type": "string",
+                    "description": "SQLite file, ':memory:', or a postgresql:// URL.",
+                },
                 "admin_token": {"type": "string", "minLength": 16},
             },
         },
@@ -118,7 +151,7 @@ class TwinConfig:
 
     @property
     def strict_auth(self) -> bool:
-        return self.auth == "strict" if self.auth else bool(self.connections)
+        return self.auth != "lenient"
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,10 +209,13 @@ def _line_of(node: yaml.Node | None, pointer: list[Any]) -> int:
 
 def _expand(value: Any, env: Mapping[str, str], path: Path) -> Any:
     if isinstance(value, str):
+
         def replace(match: re.Match[str]) -> str:
             name = match.group(1)
             if name not in env:
-                raise ConfigError(f"{path}: environment variable {name} is not set (used as ${{{name}}})")
+                raise ConfigError(
+                    f"{path}: environment variable {name} is not set (used as ${{{name}}})"
+                )
             return env[name]
 
         return _VAR.sub(replace, value)
@@ -229,9 +265,10 @@ def _twin(raw: dict[str, Any], base: Path) -> TwinConfig:
     )
 
 
-def twin_for_spec(spec: Path, **options: Any) -> TwinConfig:
+def twin_for_spec(spec: Path, name: str | None = None, **options: Any) -> TwinConfig:
     """A zero-config twin of one spec file (what `apitwin serve SPEC` uses)."""
-    name = re.sub(r"[^a-z0-9-]+", "-", spec.stem.lower()).strip("-")[:40] or "twin"
-    if not re.match(_NAME, name):
-        name = "twin-" + name[:34]
+    if name is None:
+        name = re.sub(r"[^a-z0-9-]+", "-", spec.stem.lower()).strip("-")[:40] or "twin"
+        if not re.match(_NAME, name):
+            name = "twin-" + name[:34]
     return TwinConfig(name=name, spec=spec.resolve(), **options)

@@ -41,7 +41,7 @@ class InboundRequest:
             jar: SimpleCookie = SimpleCookie()
             try:
                 jar.load(self.headers.get("cookie", ""))
-            except Exception:  # noqa: BLE001 - a malformed cookie header is simply "no cookies"
+            except Exception:
                 jar = SimpleCookie()
             self._cookies = {k: m.value for k, m in jar.items()}
         return self._cookies

@@ -105,7 +105,7 @@ def _acceptable(media: str, wanted: str) -> bool:
     return wanted == f"{major}/*"
 
 
-def pick_media(response: Response, accept: str | None) -> MediaType | None | Refusal:
+def pick_media(response: Response, accept: str | None) -> MediaType | Refusal | None:
     if not response.media:
         return None
     candidates = sorted(response.media.values(), key=lambda m: not is_json_media(m.name))
@@ -119,10 +119,14 @@ def pick_media(response: Response, accept: str | None) -> MediaType | None | Ref
 
 def choose(op: Operation, prefs: Preferences, accept: str | None) -> Choice | Refusal:
     if prefs.code:
-        if not prefs.code.isdigit() or (response := response_for_status(op, int(prefs.code))) is None:
+        if (
+            not prefs.code.isdigit()
+            or (response := response_for_status(op, int(prefs.code))) is None
+        ):
             declared = ", ".join(op.responses) or "none"
-            return Refusal(400, f"Prefer code={prefs.code} is not declared for {op.key}; "
-                           f"declared: {declared}")
+            return Refusal(
+                400, f"Prefer code={prefs.code} is not declared for {op.key}; declared: {declared}"
+            )
         status = int(prefs.code)
     else:
         status, response = default_response(op)
@@ -137,8 +141,11 @@ def choose(op: Operation, prefs: Preferences, accept: str | None) -> Choice | Re
             example = next((e for e in media.examples if e.name == prefs.example), None)
             if example is None:
                 names = ", ".join(e.name for e in media.examples) or "none"
-                return Refusal(400, f"Prefer example={prefs.example} is not declared for "
-                               f"{op.key} {status}; declared: {names}")
+                return Refusal(
+                    400,
+                    f"Prefer example={prefs.example} is not declared for "
+                    f"{op.key} {status}; declared: {names}",
+                )
         elif media.examples:
             example = media.examples[0]
     return Choice(status, response, media, example)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 
+from apitwin.spec.lint import lint
 from apitwin.spec.model import SecurityScheme, Spec
 
 
@@ -26,8 +27,10 @@ def describe_spec(spec: Spec) -> str:
     lines.append(f"callbacks: {len(callbacks)}")
     for op, cb in callbacks:
         lines.append(f"  {op.operation_id} -> {cb.name}: {cb.expression}")
-    lines.append(f"warnings: {len(spec.warnings)}")
+    findings = lint(spec)
+    lines.append(f"warnings: {len(spec.warnings) + len(findings)}")
     lines.extend(f"  {w}" for w in spec.warnings)
+    lines.extend(f"  {f}" + ("  [contradiction]" if f.contradiction else "") for f in findings)
     return "\n".join(lines)
 
 
@@ -38,7 +41,8 @@ def _scheme_text(scheme: SecurityScheme) -> str:
         return f"HTTP {scheme.scheme}"
     if scheme.type == "oauth2":
         flows = ", ".join(
-            f"{f.kind}" + (f" (token URL {f.token_url})" if f.token_url else "") for f in scheme.flows
+            f"{f.kind}" + (f" (token URL {f.token_url})" if f.token_url else "")
+            for f in scheme.flows
         )
         return f"OAuth 2 {flows}"
     if scheme.type == "openIdConnect":

@@ -111,8 +111,12 @@ def _header_text(value: Any) -> str:
     return "" if value is None else str(value)
 
 
-def problem(status: int, detail: str, violations: list[Violation] | None = None,
-            headers: list[tuple[str, str]] | None = None) -> MockResponse:
+def problem(
+    status: int,
+    detail: str,
+    violations: list[Violation] | None = None,
+    headers: list[tuple[str, str]] | None = None,
+) -> MockResponse:
     """RFC 9457 problem+json, for errors the spec gives no shape for."""
     body: dict[str, Any] = {
         "type": "about:blank",
@@ -141,6 +145,8 @@ def error_response(
 ) -> MockResponse:
     """The operation's own error shape for ``status`` when declared, else problem+json."""
     response = response_for_status(op, status) if op is not None else None
+    if op is not None and response is not None and response.media and _json_media(response) is None:
+        return _text_error(op, response, status, detail, violations, gen, headers)
     media = _json_media(response)
     if op is None or response is None or media is None or media.schema is None:
         return problem(status, detail, violations, headers)
@@ -153,6 +159,35 @@ def error_response(
         status,
         [("content-type", content), *extra, *(headers or [])],
         orjson.dumps(filled),
+        operation_id=op.operation_id,
+        violations=[v.as_dict() for v in violations],
+        note=detail,
+    )
+
+
+def _text_error(
+    op: Operation,
+    response: Response,
+    status: int,
+    detail: str,
+    violations: list[Violation],
+    gen: Generator,
+    headers: list[tuple[str, str]] | None,
+) -> MockResponse:
+    """An error in the response's own non-JSON media (text, HTML, XML): the detail if it fits."""
+    media = next(iter(response.media.values()))
+    rng = stable_rng(op.operation_id, status, detail)
+    if media.schema is None or validator(media.schema).is_valid(detail):
+        value: Any = detail
+    elif media.examples:
+        value = media.examples[0].value
+    else:
+        value = gen.generate(media.schema.json, direction="response", rng=rng)
+    body, content_type = encode(media.name, value)
+    return MockResponse(
+        status,
+        [("content-type", content_type), *(headers or [])],
+        body,
         operation_id=op.operation_id,
         violations=[v.as_dict() for v in violations],
         note=detail,
@@ -258,7 +293,10 @@ def _fill(value: Any, filling: _Filling, path: tuple[str, ...]) -> Any:
     if not isinstance(value, dict) or len(path) > 2:
         return value
     status, detail, violations, code = (
-        filling.status, filling.detail, filling.violations, filling.code
+        filling.status,
+        filling.detail,
+        filling.violations,
+        filling.code,
     )
     out = dict(value)
     for name in _MESSAGE_FIELDS:

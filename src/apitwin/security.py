@@ -98,8 +98,9 @@ def check_security(
             found.append(result)
         else:
             return SecurityOutcome(True, tuple(found))
-    return SecurityOutcome(False, reason="; ".join(dict.fromkeys(reasons)),
-                           challenge=_challenge(op, schemes))
+    return SecurityOutcome(
+        False, reason="; ".join(dict.fromkeys(reasons)), challenge=_challenge(op, schemes)
+    )
 
 
 def _challenge(op: Operation, schemes: Mapping[str, SecurityScheme]) -> str:

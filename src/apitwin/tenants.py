@@ -139,9 +139,8 @@ class CredentialIndex:
             found = self._by_credential(credential, now)
             if found is not None:
                 return found
-        if credentials and any(c.kind != "mtls" for c in credentials):
-            if strict:
-                return Identity("", "", self._why(credentials[0], now))
+        if strict and any(c.kind != "mtls" for c in credentials):
+            return Identity("", "", self._why(credentials[0], now))
         if header:
             if header in self.connections:
                 return Identity(header, "header")

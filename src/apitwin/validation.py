@@ -6,6 +6,8 @@ multipart), and then checked by a compiled JSON Schema validator cached on each 
 
 from __future__ import annotations
 
+import base64
+import binascii
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -54,11 +56,23 @@ class Outcome:
     status: int = 200  # 400 for violations, 415 for an undeclared content type
 
 
+def _is_base64(value: str) -> bool:
+    try:
+        base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        return False
+    return True
+
+
+# OpenAPI formats that JSON Schema does not define but real specs rely on.
+FORMATS = {"byte": _is_base64, "base64": _is_base64}
+
+
 def validator(schema: Schema) -> Any:
     found = schema.cache.get("validator")
     if found is None:
         found = jsonschema_rs.Draft202012Validator(
-            schema.json, validate_formats=True, ignore_unknown_formats=True
+            schema.json, validate_formats=True, ignore_unknown_formats=True, formats=FORMATS
         )
         schema.cache["validator"] = found
     return found
@@ -121,8 +135,13 @@ def _validate_parameter(
     if value is P.MISSING:
         if param.required:
             outcome.violations.append(
-                Violation(param.location, param.name, "", f"required {param.location} parameter "
-                          f"'{param.name}' is missing", "required")
+                Violation(
+                    param.location,
+                    param.name,
+                    "",
+                    f"required {param.location} parameter '{param.name}' is missing",
+                    "required",
+                )
             )
         return
     if isinstance(value, P.ParamProblem):
@@ -134,22 +153,22 @@ def _validate_parameter(
 
 def find_media(media: dict[str, MediaType] | Any, content_type: str) -> MediaType | None:
     if content_type in media:
-        return media[content_type]  # type: ignore[no-any-return]
+        return media[content_type]
     for name, candidate in media.items():
         base = name.split(";", 1)[0].strip().lower()
         if base == content_type:
-            return candidate  # type: ignore[no-any-return]
+            return candidate
     major = content_type.split("/", 1)[0]
     for name, candidate in media.items():
         base = name.split(";", 1)[0].strip().lower()
         if base == "*/*" or base == f"{major}/*":
-            return candidate  # type: ignore[no-any-return]
+            return candidate
     return None
 
 
 def _validate_body(body: Body, request: InboundRequest, outcome: Outcome) -> None:
     if not request.body:
-        if body.required:
+        if body.required and not _empty_allowed(body, request):
             outcome.violations.append(
                 Violation("body", "", "", "request body is required", "required")
             )
@@ -161,8 +180,13 @@ def _validate_body(body: Body, request: InboundRequest, outcome: Outcome) -> Non
     if media is None:
         declared = ", ".join(body.media)
         outcome.violations.append(
-            Violation("header", "content-type", "", f"content type '{content_type}' is not "
-                      f"accepted; expected one of: {declared}", "content-type")
+            Violation(
+                "header",
+                "content-type",
+                "",
+                f"content type '{content_type}' is not accepted; expected one of: {declared}",
+                "content-type",
+            )
         )
         outcome.status = 415
         return
@@ -172,6 +196,14 @@ def _validate_body(body: Body, request: InboundRequest, outcome: Outcome) -> Non
         return
     outcome.request.body = value
     outcome.violations.extend(check(media.schema, value, "body"))
+
+
+def _empty_allowed(body: Body, request: InboundRequest) -> bool:
+    """An empty non-JSON body is a value (""), valid when its schema accepts an empty string."""
+    media = find_media(body.media, request.content_type) if request.content_type else None
+    if media is None or media.is_json:
+        return False
+    return media.schema is None or validator(media.schema).is_valid("")
 
 
 def _decode_body(media: MediaType, request: InboundRequest, outcome: Outcome) -> Any:
@@ -185,11 +217,16 @@ def _decode_body(media: MediaType, request: InboundRequest, outcome: Outcome) ->
     if kind == "application/x-www-form-urlencoded":
         return decode_form(request.body, media.schema)
     if kind.startswith("multipart/"):
-        decoded = decode_multipart(request.body, request.headers.get("content-type", ""), media.schema)
+        decoded = decode_multipart(
+            request.body, request.headers.get("content-type", ""), media.schema
+        )
         if isinstance(decoded, str):
             outcome.violations.append(Violation("body", "", "", decoded))
             return P.MISSING
         return decoded
+    if media.schema is not None and media.schema.json.get("format") not in (None, "binary"):
+        # A textual encoding of binary data (base64, ...) can be checked like any string.
+        return request.body.decode("utf-8", "replace")
     if kind.startswith("text/") and media.schema is not None:
         return request.body.decode("utf-8", "replace")
     return P.MISSING  # binary or unknown media: accepted as sent

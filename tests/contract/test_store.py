@@ -56,8 +56,9 @@ async def test_put_then_get_returns_the_item_with_version_one(store: Store) -> N
 async def test_put_expecting_absent_refuses_a_duplicate_and_changes_nothing(store: Store) -> None:
     await store.write([Put(PROJECTS.key("p1"), {"v": 1})])
     with pytest.raises(StoreError) as caught:
-        await store.write([Put(PROJECTS.key("p2"), {"v": 2}), Put(PROJECTS.key("p1"), {"v": 3},
-                                                                  expect="absent")])
+        await store.write(
+            [Put(PROJECTS.key("p2"), {"v": 2}), Put(PROJECTS.key("p1"), {"v": 3}, expect="absent")]
+        )
     assert caught.value.reason == "exists" and caught.value.index == 1
     assert await store.get(PROJECTS.key("p2")) is None
     found = await store.get(PROJECTS.key("p1"))
@@ -96,7 +97,11 @@ async def test_delete_removes_and_reports_missing(store: Store) -> None:
 
 async def test_query_pages_in_insertion_order_with_parent_and_field_filters(store: Store) -> None:
     ops = [
-        Put(EXPERTS.key(f"e{i}"), {"status": "new" if i % 2 else "old", "n": i}, f"projects/p{i % 3}")
+        Put(
+            EXPERTS.key(f"e{i}"),
+            {"status": "new" if i % 2 else "old", "n": i},
+            f"projects/p{i % 3}",
+        )
         for i in range(10)
     ]
     await store.write(ops)
@@ -112,15 +117,17 @@ async def test_query_pages_in_insertion_order_with_parent_and_field_filters(stor
 
 
 async def test_boolean_and_null_filters_match_json_values(store: Store) -> None:
-    await store.write([Put(PROJECTS.key("a"), {"open": True}), Put(PROJECTS.key("b"),
-                                                                     {"open": False})])
+    await store.write(
+        [Put(PROJECTS.key("a"), {"open": True}), Put(PROJECTS.key("b"), {"open": False})]
+    )
     found = await store.query(Query(PROJECTS, equals={"open": True}))
     assert [i.key.id for i in found] == ["a"]
 
 
 async def test_connections_never_see_each_others_items(store: Store) -> None:
-    await store.write([Put(PROJECTS.key("p1"), {"who": "acme"}), Put(OTHER.key("p1"),
-                                                                       {"who": "globex"})])
+    await store.write(
+        [Put(PROJECTS.key("p1"), {"who": "acme"}), Put(OTHER.key("p1"), {"who": "globex"})]
+    )
     mine = await store.query(Query(PROJECTS))
     theirs = await store.query(Query(OTHER))
     assert [i.data["who"] for i in mine] == ["acme"]
@@ -128,8 +135,9 @@ async def test_connections_never_see_each_others_items(store: Store) -> None:
 
 
 async def test_clear_resets_one_connection_or_a_whole_twin(store: Store) -> None:
-    await store.write([Put(PROJECTS.key("p1"), {}), Put(EXPERTS.key("e1"), {}),
-                       Put(OTHER.key("p1"), {})])
+    await store.write(
+        [Put(PROJECTS.key("p1"), {}), Put(EXPERTS.key("e1"), {}), Put(OTHER.key("p1"), {})]
+    )
     await store.write([Clear("twin", "acme", ("record:experts",))])
     assert await store.get(EXPERTS.key("e1")) is None
     assert await store.get(PROJECTS.key("p1")) is not None

@@ -9,11 +9,10 @@ from pathlib import Path
 import httpx2 as httpx
 import jsonschema
 import pytest
-from conftest import SPECS, need_specs, serve
 
-from apitwin.server.app import create_app
-from apitwin.service.twin import TwinService
+from apitwin.config import ConnectionConfig
 from apitwin.spec.loader import load_spec
+from conftest import SPECS, need_specs, serve_twin
 
 PETSTORE = """
 openapi: 3.0.3
@@ -116,16 +115,16 @@ components:
               message: {type: string}
 """
 
-KEY = {"X-Api-Key": "k1"}
+KEY = {"X-Api-Key": "ak_test_key_for_pets"}
 
 
 @pytest.fixture(scope="module")
 def pets(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     path = tmp_path_factory.mktemp("spec") / "pets.yaml"
     path.write_text(textwrap.dedent(PETSTORE))
-    spec = load_spec(path)
-    with serve(create_app([TwinService(spec, seed=3)])) as url:
-        yield url + "/v1"
+    default = ConnectionConfig(client_id="default", api_key=KEY["X-Api-Key"])
+    with serve_twin(path, seed=3, connections=(default,)) as running:
+        yield running.url
 
 
 def schema_of(path: Path, op_id: str, status: str) -> dict[str, object]:
@@ -255,8 +254,8 @@ def test_requests_outside_the_base_path_are_404(pets: str) -> None:
 def test_multi_file_swagger_spec_is_served(tmp_path: Path) -> None:
     need_specs()
     spec = load_spec(SPECS / "oai-petstore-separate.swagger20/spec/swagger.yaml", spec_root=SPECS)
-    with serve(create_app([TwinService(spec)])) as url:
-        response = httpx.get(f"{url}/api/pets?limit=5&tags=a,b")
+    with serve_twin(spec) as running:
+        response = httpx.get(f"{running.url}/pets?limit=5&tags=a,b")
         assert response.status_code == 200
         schema = spec.operation("findPets")
         assert schema is not None

@@ -10,6 +10,7 @@ import uuid
 from collections.abc import Callable
 from datetime import date, datetime, time
 from pathlib import Path
+from time import perf_counter
 from typing import Any, Literal
 from urllib.parse import urlparse
 
@@ -71,6 +72,15 @@ def test_a_given_rng_is_used_instead_of_the_generators_own() -> None:
     first = Generator(1).generate(PERSON, rng=random.Random(5))
     second = Generator(2).generate(PERSON, rng=random.Random(5))
     assert first == second
+
+
+def test_cached_work_does_not_change_the_output() -> None:
+    warm = Generator(0)
+    for seed in range(3):
+        warm.generate(PERSON, rng=random.Random(seed))
+    assert warm.generate(PERSON, rng=random.Random(9)) == Generator(1).generate(
+        PERSON, rng=random.Random(9)
+    )
 
 
 def test_the_generator_without_a_seed_still_produces_valid_values() -> None:
@@ -214,6 +224,18 @@ def test_a_recursion_that_can_never_end_is_an_error() -> None:
     }
     with pytest.raises(GenerationError, match="deeper"):
         Generator(0).generate(schema)
+
+
+def test_a_recursion_through_branches_that_can_never_end_fails_quickly() -> None:
+    node = {"oneOf": [{"$ref": "#/$defs/A"}, {"$ref": "#/$defs/B"}]}
+    defs: dict[str, Any] = {"N": node}
+    for key in "AB":
+        prop = {key.lower(): {"$ref": "#/$defs/N"}}
+        defs[key] = {"type": "object", "required": [key.lower()], "properties": prop}
+    started = perf_counter()
+    with pytest.raises(GenerationError):
+        Generator(0).generate({"$ref": "#/$defs/N", "$defs": defs})
+    assert perf_counter() - started < 5
 
 
 def test_a_ref_to_a_missing_definition_is_an_error() -> None:
@@ -497,6 +519,9 @@ REALISTIC: dict[str, Any] = {
         "website": {"type": "string"},
         "age": {"type": "integer"},
         "price": {"type": "number", "maximum": 10},
+        "phone": {"type": "string"},
+        "zip": {"type": "string"},
+        "summary": {"type": "string"},
     },
 }
 
@@ -514,6 +539,9 @@ def test_property_names_steer_values_towards_realistic_ones() -> None:
         assert value["website"].startswith("https://")
         assert 18 <= value["age"] <= 90
         assert 1 <= value["price"] <= 10
+        assert re.fullmatch(r"\+\d{8,15}", value["phone"])
+        assert value["zip"].isdigit()
+        assert value["summary"].endswith(".")
 
 
 def test_a_date_time_name_with_a_short_max_length_still_fits() -> None:

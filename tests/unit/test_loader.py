@@ -5,10 +5,10 @@ from pathlib import Path
 
 import jsonschema
 import pytest
-from conftest import SPECS, need_specs, shared_specs
 
 from apitwin.errors import SpecError
 from apitwin.spec.loader import load_spec
+from conftest import SPECS, need_specs, shared_specs
 
 
 def write(folder: Path, name: str, text: str) -> Path:

@@ -53,13 +53,17 @@ class Generator:
             try:
                 value = builder.value(schema, 0, "")
             except GenerationError as exc:
+                if builder.exhausted:
+                    raise
                 error = exc
                 continue
             if index.is_valid(schema, value):
                 return value
-        if error is not None:
-            raise error
-        raise GenerationError("could not generate a value that validates against the schema")
+            reason = index.explain(schema, value)
+            error = GenerationError(
+                f"could not generate a value valid against the schema: {reason}"
+            )
+        raise error or GenerationError("could not generate a value")
 
     def _index(self, schema: dict[str, Any] | bool) -> SchemaIndex:
         root = schema if isinstance(schema, dict) else _NO_ROOT

@@ -4,56 +4,40 @@ from __future__ import annotations
 
 import copy
 import random
-import re
-import string
 from collections.abc import Callable, Mapping
-from fractions import Fraction
 from functools import partial
-from itertools import chain
 from typing import Any
-
-import rstr
 
 from apitwin.generation import _values as values
 from apitwin.generation._errors import GenerationError
 from apitwin.generation._index import MISSING, SchemaIndex
+from apitwin.generation._leaves import Leaves
 from apitwin.generation._merge import is_number, matches_any, type_list
 
 _SOFT_DEPTH = 4  # deeper than this, optional properties and array items are left out
 _OPTIONAL_SHARE = {2: 0.8, 3: 0.6, 4: 0.4}  # how many optional properties appear at a depth
 _HARD_DEPTH = 24  # a required recursion this deep never ends
 _TRIES = 6
+_BUDGET = 20_000  # values per run: bounds the search when recursion can never end
 _CHECKED = frozenset({"not", "_also", "if"})
 _OBJECT_KEYS = frozenset(
-    {"properties", "required", "additionalProperties", "patternProperties", "minProperties"}
-    | {"maxProperties", "propertyNames", "dependentRequired", "dependentSchemas"}
+    {
+        "properties",
+        "required",
+        "additionalProperties",
+        "patternProperties",
+        "minProperties",
+        "maxProperties",
+        "propertyNames",
+        "dependentRequired",
+        "dependentSchemas",
+    }
 )
-_ARRAY_KEYS = frozenset({"items", "prefixItems", "minItems", "maxItems", "contains"})
-_ARRAY_KEYS |= {"uniqueItems"}
-_STRING_KEYS = frozenset({"minLength", "maxLength", "pattern"})
-_NUMBER_KEYS = frozenset({"minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"})
-_NUMBER_KEYS |= {"multipleOf"}
-# Printable without control whitespace, whose matching differs between regex engines.
-_PRINTABLE = string.ascii_letters + string.digits + string.punctuation + " "
-
-
-class _Xeger(rstr.Rstr):
-    """rstr with short repeats and an order that does not depend on string hashing."""
-
-    def __init__(self, rng: random.Random) -> None:
-        nonword = "".join(c for c in _PRINTABLE if not (c.isalnum() or c == "_"))
-        super().__init__(rng, nonword=nonword)
-        self._cases = {**self._cases, "any": lambda _: self._random.choice(_PRINTABLE)}
-
-    def _handle_repeat(self, start_range: int, end_range: int, value: str) -> str:
-        return str(super()._handle_repeat(start_range, min(end_range, start_range + 6), value))
-
-    def _handle_in(self, value: Any) -> Any:
-        candidates = list(chain(*(self._handle_state(i) for i in value)))
-        if candidates and candidates[0] is False:
-            excluded = set(candidates[1:])
-            candidates = [c for c in _PRINTABLE if c not in excluded]
-        return self._random.choice(candidates)
+_ARRAY_KEYS = frozenset(("items", "prefixItems", "minItems", "maxItems", "contains", "uniqueItems"))
+_STRING_KEYS = frozenset(("minLength", "maxLength", "pattern"))
+_NUMBER_KEYS = frozenset(
+    ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "multipleOf")
+)
 
 
 class Builder:
@@ -73,7 +57,8 @@ class Builder:
         self.direction = direction
         self.use_examples = use_examples
         self.lean = lean  # only required parts: a fallback for values that matched too much
-        self._xeger: _Xeger | None = None
+        self.leaves = Leaves(rng)
+        self.calls = 0
 
     def value(
         self,
@@ -87,9 +72,12 @@ class Builder:
         if schema is False:
             raise GenerationError("the schema is `false`, which no value matches")
         if not isinstance(schema, dict):
-            return self.simple(name)
+            return self.leaves.simple(name)
+        self.calls += 1
         if depth > _HARD_DEPTH:
             raise GenerationError(f"the schema nests required values deeper than {_HARD_DEPTH}")
+        if self.exhausted:
+            raise GenerationError(f"no valid value found within {_BUDGET} generated parts")
         if examples and self.use_examples and not pinned:
             found = self.index.example(schema, self.direction)
             if found is not MISSING:
@@ -100,6 +88,10 @@ class Builder:
         if _CHECKED.intersection(merged):
             return self.checked(schema, merged, depth, name, pinned)
         return self.build(schema, merged, depth, name, pinned)
+
+    @property
+    def exhausted(self) -> bool:
+        return self.calls > _BUDGET
 
     def checked(
         self, schema: Any, merged: dict[str, Any], depth: int, name: str, pinned: Any
@@ -211,7 +203,7 @@ class Builder:
 
     def typed(self, merged: dict[str, Any], depth: int, name: str, pinned: Any) -> Any:
         error: GenerationError | None = None
-        for kind in _kinds(merged):
+        for kind in _kinds(merged, self.rng):
             try:
                 return self.of_type(kind, merged, depth, name, pinned)
             except GenerationError as exc:
@@ -224,23 +216,14 @@ class Builder:
         if kind == "array":
             return self.array(merged, depth, name)
         if kind == "string":
-            return self.string(merged, name)
+            return self.leaves.string(merged, name)
         if kind in ("integer", "number"):
-            return self.number(merged, name, integer=kind == "integer")
+            return self.leaves.number(merged, name, integer=kind == "integer")
         if kind == "boolean":
             return self.rng.random() < 0.5
         if kind == "null":
             return None
-        return self.simple(name)
-
-    def simple(self, name: str) -> Any:
-        text = values.by_name(name, self.rng, None) if name else None
-        if text is not None:
-            return text
-        pick = self.rng.randrange(3)
-        if pick == 0:
-            return self.rng.randint(1, 1000)
-        return self.rng.random() < 0.5 if pick == 1 else self.rng.choice(values.WORDS)
+        return self.leaves.simple(name)
 
     # Objects
 
@@ -250,8 +233,10 @@ class Builder:
         for key in self.choose(merged, depth, pinned or {}):
             if pinned and key in pinned:
                 out[key] = copy.deepcopy(pinned[key])
+            elif (sub := self.schema_for(merged, key)) is False:
+                raise GenerationError(f"property {key!r} is required but not allowed")
             else:
-                out[key] = self.value(self.schema_for(merged, key), depth + 1, key)
+                out[key] = self.value(sub, depth + 1, key)
         self.fill(out, merged, props, depth)
         return out
 
@@ -283,14 +268,16 @@ class Builder:
             wanted = [r for r in _list(merged.get("required")) if isinstance(r, str)]
             required = _closure(wanted, deps, [])
             forbidden = _list(merged.get("_forbidden"))
+            dependent = _mapping(merged.get("dependentSchemas"))
             optional = [
                 (name, _closure([name], deps, required))
                 for name, sub in _mapping(merged.get("properties")).items()
                 if name not in required
                 and name not in forbidden
+                and name not in dependent  # would pull in a whole dependent schema
                 and not self.index.skipped(sub, self.direction)
             ]
-            hit = (required, optional, _limit(merged.get("maxProperties")))
+            hit = (required, optional, values.limit(merged.get("maxProperties")))
             self.index.plans[key] = hit
         return hit
 
@@ -314,11 +301,13 @@ class Builder:
         self, out: dict[str, Any], merged: dict[str, Any], props: dict[str, Any], depth: int
     ) -> None:
         """Reach minProperties; give free-form maps a few entries."""
-        wanted = _count(merged.get("minProperties"), 0)
+        wanted = values.count(merged.get("minProperties"), 0)
+        limit = values.limit(merged.get("maxProperties"))
+        if limit is not None and wanted > limit:
+            raise GenerationError(f"minProperties {wanted} is more than maxProperties {limit}")
         extra = merged.get("additionalProperties", True)
-        if not props and isinstance(extra, dict) and depth <= 2:
+        if not props and isinstance(extra, dict) and depth <= 2 and not self.lean:
             wanted = max(wanted, self.rng.randint(1, 2))
-        limit = _limit(merged.get("maxProperties"))
         wanted = wanted if limit is None else min(wanted, limit)
         forbidden = _list(merged.get("_forbidden"))
         for key, sub in props.items():
@@ -330,22 +319,22 @@ class Builder:
             new = self.new_name(merged, out)
             if new is not None:
                 out[new] = self.value(self.schema_for(merged, new), depth + 1, new)
-        if len(out) < _count(merged.get("minProperties"), 0):
+        if len(out) < values.count(merged.get("minProperties"), 0):
             raise GenerationError("cannot find enough property names to reach minProperties")
 
     def new_name(self, merged: dict[str, Any], out: dict[str, Any]) -> str | None:
         patterns = list(_mapping(merged.get("patternProperties")))
         if patterns and (merged.get("additionalProperties") is False or self.rng.random() < 0.5):
-            key = self.patterned(self.rng.choice(patterns), 0, None, "")
+            key = self.leaves.patterned(self.rng.choice(patterns), 0, None, "")
         elif merged.get("additionalProperties") is False:
             return None
         else:
-            key = self.rng.choice(values.WORDS)
+            key = self.rng.choice(values.NOUNS)
             if matches_any(patterns, key):
                 return None
         names = merged.get("propertyNames", True)
         if isinstance(names, dict) and not self.index.is_valid(names, key):
-            key = self.string(self.index.merged(names), "")
+            key = self.leaves.string(self.index.merged(names), "")
         if key in out or key in _mapping(merged.get("properties")):
             return None
         return key if self.index.is_valid(names, key) else None
@@ -356,7 +345,7 @@ class Builder:
         prefix = _list(merged.get("prefixItems"))
         items = merged.get("items", True)
         contains = merged.get("contains")
-        need = _count(merged.get("minContains"), 1) if contains is not None else 0
+        need = values.count(merged.get("minContains"), 1) if contains is not None else 0
         size = self.array_size(merged, depth, len(prefix) + need, items is False)
         unique = merged.get("uniqueItems") is True
         seen: set[Any] = set()
@@ -370,15 +359,15 @@ class Builder:
                 sub = items
             item = self.element(sub, depth, values.singular(name), unique, seen, first=not out)
             if item is MISSING:
-                if len(out) >= _count(merged.get("minItems"), 0):
+                if len(out) >= values.count(merged.get("minItems"), 0):
                     break
                 raise GenerationError(f"cannot generate {size} distinct items for uniqueItems")
             out.append(item)
         return out
 
     def array_size(self, merged: dict[str, Any], depth: int, wanted: int, closed: bool) -> int:
-        low = _count(merged.get("minItems"), 0)
-        high = _limit(merged.get("maxItems"))
+        low = values.count(merged.get("minItems"), 0)
+        high = values.limit(merged.get("maxItems"))
         if closed:
             high = min(high, wanted) if high is not None else wanted
         usual = self.rng.randint(1, 3) if depth <= _SOFT_DEPTH and not self.lean else 0
@@ -402,68 +391,15 @@ class Builder:
                 return item
         return MISSING
 
-    # Strings and numbers
 
-    def string(self, merged: dict[str, Any], name: str) -> str:
-        low = _count(merged.get("minLength"), 0)
-        high = _limit(merged.get("maxLength"))
-        if high is not None and low > high:
-            raise GenerationError(f"minLength {low} is more than maxLength {high}")
-        pattern = merged.get("pattern")
-        if isinstance(pattern, str):
-            return self.patterned(pattern, low, high, name)
-        fmt = merged.get("format")
-        if fmt in ("byte", "base64"):
-            return values.byte(self.rng, low, high)
-        if isinstance(fmt, str) and fmt in values.FORMATS:
-            return values.fit(values.FORMATS[fmt](self.rng), self.rng, low, high)
-        text = values.by_name(name, self.rng, high) if name else None
-        if text is None or not _fits(text, low, high):
-            text = " ".join(self.rng.choice(values.WORDS) for _ in range(2))
-        return values.fit(text, self.rng, low, high)
-
-    def patterned(self, pattern: str, low: int, high: int | None, name: str) -> str:
-        try:
-            compiled = re.compile(pattern)
-        except re.error:
-            return values.fit(self.rng.choice(values.WORDS), self.rng, low, high)
-        guess = values.by_name(name, self.rng, high) if name else None
-        if guess is not None and compiled.search(guess) and _fits(guess, low, high):
-            return guess
-        if self._xeger is None:
-            self._xeger = _Xeger(self.rng)
-        for _ in range(_TRIES * 2):
-            try:
-                text = str(self._xeger.xeger(pattern))
-            except Exception:  # constructs rstr cannot reverse (lookbehind, ...)
-                break
-            if compiled.search(text) and _fits(text, low, high):
-                return text
-        return values.fit(self.rng.choice(values.WORDS), self.rng, low, high)
-
-    def number(self, merged: dict[str, Any], name: str, *, integer: bool) -> int | float:
-        window = values.number_window(name, integer)
-        step = merged.get("multipleOf")
-        if integer:
-            low, high = values.int_bounds(merged)
-            if not (is_number(step) and step > 0):
-                return values.pick_int(self.rng, low, high, window)
-            target = values.pick_int(self.rng, low, high, window)
-            # An integer is a multiple of p/q exactly when it is a multiple of p.
-            whole = step if isinstance(step, int) else Fraction(str(step)).numerator
-            return int(values.pick_multiple((low, False), (high, False), whole, target))
-        bounds = values.float_bounds(merged)
-        if not (is_number(step) and step > 0):
-            return values.pick_float(self.rng, *bounds, window)
-        a, b = values.near(bounds[0][0], bounds[1][0], window)
-        return values.pick_multiple(*bounds, step, self.rng.uniform(a, b))
-
-
-def _kinds(merged: dict[str, Any]) -> list[str]:
+def _kinds(merged: dict[str, Any], rng: random.Random) -> list[str]:
+    """The types to try: non-null ones first, from a random start so retries vary."""
     if "type" not in merged:
         return [_infer(merged)]
     listed = type_list(merged["type"])
-    return [k for k in listed if k != "null"] + [k for k in listed if k == "null"]
+    real = [k for k in listed if k != "null"]
+    start = rng.randrange(len(real)) if len(real) > 1 else 0
+    return real[start:] + real[:start] + [k for k in listed if k == "null"]
 
 
 def _infer(merged: dict[str, Any]) -> str:
@@ -471,7 +407,7 @@ def _infer(merged: dict[str, Any]) -> str:
         return "object"
     if _ARRAY_KEYS.intersection(merged):
         return "array"
-    if _STRING_KEYS.intersection(merged) or merged.get("format") in values.FORMATS:
+    if _STRING_KEYS.intersection(merged) or str(merged.get("format")) in values.FORMATS:
         return "string"
     if _NUMBER_KEYS.intersection(merged):
         return "integer" if merged.get("format") in ("int32", "int64") else "number"
@@ -495,18 +431,6 @@ def _has_type(value: Any, kinds: list[str]) -> bool:
 
 def _is_null(schema: Any) -> bool:
     return isinstance(schema, dict) and type_list(schema.get("type")) == ["null"]
-
-
-def _fits(text: str, low: int, high: int | None) -> bool:
-    return len(text) >= low and (high is None or len(text) <= high)
-
-
-def _count(value: Any, default: int) -> int:
-    return int(value) if is_number(value) and value >= 0 else default
-
-
-def _limit(value: Any) -> int | None:
-    return int(value) if is_number(value) and value >= 0 else None
 
 
 def _mapping(value: Any) -> dict[str, Any]:

@@ -19,12 +19,15 @@ MISSING: Any = object()
 
 
 class SchemaIndex:
+    """Caches for one root schema: merged keywords, validators, examples and variants."""
+
     def __init__(self, root: dict[str, Any]) -> None:
         self.root = root
         defs = root.get("$defs")
         self.defs: dict[str, Any] = defs if isinstance(defs, dict) else {}
         self._merged: dict[int, dict[str, Any]] = {}
-        self._refined: dict[tuple[int, str], dict[str, Any]] = {}
+        self._without: dict[tuple[int, tuple[str, ...]], dict[str, Any]] = {}
+        self._joined: dict[tuple[int, ...], dict[str, Any]] = {}
         self._validators: dict[int, Any] = {}
         self._examples: dict[tuple[int, str], Any] = {}
         self.plans: dict[tuple[int, str], Any] = {}  # object layouts, filled by the builder
@@ -45,6 +48,13 @@ class SchemaIndex:
             atoms: list[dict[str, Any]] = []
             self._atoms(schema, (), atoms)
             hit = combine(atoms)
+            required = hit["required"] if isinstance(hit.get("required"), list) else []
+            dependent = hit.get("dependentSchemas")
+            if isinstance(dependent, dict) and set(dependent).intersection(required):
+                # Required names always trigger their dependent schemas: fold those in too.
+                for name in (n for n in dependent if n in required):
+                    self._atoms(dependent[name], (), atoms)
+                hit = combine(atoms)
             self._merged[id(schema)] = hit
         return hit
 
@@ -64,21 +74,21 @@ class SchemaIndex:
 
     def refined(self, merged: dict[str, Any], drop: tuple[str, ...], extra: list[Any]) -> Any:
         """`merged` without the keywords in `drop`, and also every schema in `extra`."""
-        key = (id(merged), repr(drop))
-        base = self._refined.get(key)
+        key = (id(merged), drop)
+        base = self._without.get(key)
         if base is None:
             base = {k: v for k, v in merged.items() if k not in drop}
-            self._refined[key] = base
+            self._without[key] = base
             self._keep.append(merged)
         return self.joined(base, *extra)
 
     def joined(self, *parts: Any) -> dict[str, Any]:
         """One schema requiring all of `parts` (cached, so its id is a stable cache key)."""
-        key = (0, repr([id(p) for p in parts]))
-        hit = self._refined.get(key)
+        key = tuple(id(p) for p in parts)
+        hit = self._joined.get(key)
         if hit is None:
             hit = {"allOf": list(parts)}
-            self._refined[key] = hit
+            self._joined[key] = hit
             self._keep.extend(parts)
         return hit
 
@@ -94,6 +104,15 @@ class SchemaIndex:
             return bool(validator.is_valid(value))
         except (ValueError, TypeError, OverflowError):
             return False  # not JSON data (e.g. a YAML date in an example)
+
+    def explain(self, schema: Any, value: Any) -> str:
+        """Why `value` does not validate against `schema` (for error messages)."""
+        validator = self._validators.get(id(schema))
+        try:
+            error = next(iter(validator.iter_errors(value)), None) if validator else None
+        except (ValueError, TypeError, OverflowError) as exc:
+            return str(exc)
+        return f"{error.message} at {list(error.instance_path)}" if error else "unknown"
 
     def _compile(self, schema: Any) -> Any:
         document = schema

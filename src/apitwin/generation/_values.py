@@ -38,36 +38,23 @@ COLORS = ("red", "green", "blue", "black", "white", "orange", "purple")
 TAGS = ("new", "featured", "sale", "popular", "limited", "classic")
 STATUSES = ("active", "pending", "inactive", "completed", "archived")
 CURRENCIES = ("USD", "EUR", "GBP", "JPY", "CAD", "AUD")
-WORDS = (
-    "quick",
-    "report",
-    "on",
-    "the",
-    "daily",
-    "team",
-    "update",
-    "for",
-    "every",
-    "customer",
-    "order",
-    "and",
-    "project",
-    "with",
-    "a",
-    "simple",
-    "secure",
-    "global",
-    "service",
-    "that",
-    "tracks",
-    "data",
-    "across",
-    "each",
-    "region",
-    "in",
-    "real",
-    "time",
+# fmt: off
+NOUNS = (
+    "report", "team", "update", "customer", "order", "project", "service", "region", "record",
+    "account", "invoice", "product", "event", "ticket", "item", "batch", "task", "plan",
 )
+ADJECTIVES = (
+    "quick", "daily", "simple", "secure", "global", "new", "final", "shared", "primary", "open",
+)
+WORDS = (*NOUNS, *ADJECTIVES, "the", "a", "for", "with", "and", "every", "across", "each", "in")
+# fmt: on
+
+
+def phrase(rng: random.Random) -> str:
+    """Two words, for strings whose name says nothing: "daily report"."""
+    return f"{rng.choice(ADJECTIVES)} {rng.choice(NOUNS)}"
+
+
 _ALNUM = string.ascii_lowercase + string.digits
 _CAMEL = re.compile(r"([a-z0-9])([A-Z])")
 
@@ -83,6 +70,14 @@ def singular(name: str) -> str:
     if name.endswith("s") and not name.endswith("ss") and len(name) > 3:
         return name[:-1]
     return name
+
+
+def count(value: Any, default: int) -> int:
+    return int(value) if is_number(value) and value >= 0 else default
+
+
+def limit(value: Any) -> int | None:
+    return int(value) if is_number(value) and value >= 0 else None
 
 
 def fit(text: str, rng: random.Random, low: int, high: int | None) -> str:
@@ -131,8 +126,17 @@ def email(rng: random.Random) -> str:
     return f"{rng.choice(FIRST).lower()}.{rng.choice(LAST).lower()}@example.com"
 
 
+def email_within(rng: random.Random, low: int, high: int | None) -> str:
+    """An email address within the length bounds, shortening the domain if needed."""
+    local, domain = email(rng).split("@")
+    if high is not None and len(local) + len(domain) + 1 > high:
+        domain = "ex.io"
+    room = None if high is None else max(1, high - len(domain) - 1)
+    return f"{fit(local, rng, max(1, low - len(domain) - 1), room)}@{domain}"
+
+
 def url(rng: random.Random) -> str:
-    return f"https://example.com/{rng.choice(WORDS)}/{slug(rng, 8)}"
+    return f"https://example.com/{rng.choice(NOUNS)}/{slug(rng, 8)}"
 
 
 def phone(rng: random.Random) -> str:
@@ -166,17 +170,17 @@ FORMATS: dict[str, Callable[[random.Random], str]] = {
     "uri": url,
     "url": url,
     "iri": url,
-    "uri-reference": lambda rng: f"/{rng.choice(WORDS)}/{slug(rng, 6)}",
-    "iri-reference": lambda rng: f"/{rng.choice(WORDS)}/{slug(rng, 6)}",
-    "uri-template": lambda rng: f"https://example.com/{rng.choice(WORDS)}/{{id}}",
-    "hostname": lambda rng: f"{rng.choice(WORDS)}.example.com",
-    "idn-hostname": lambda rng: f"{rng.choice(WORDS)}.example.com",
+    "uri-reference": lambda rng: f"/{rng.choice(NOUNS)}/{slug(rng, 6)}",
+    "iri-reference": lambda rng: f"/{rng.choice(NOUNS)}/{slug(rng, 6)}",
+    "uri-template": lambda rng: f"https://example.com/{rng.choice(NOUNS)}/{{id}}",
+    "hostname": lambda rng: f"{rng.choice(NOUNS)}.example.com",
+    "idn-hostname": lambda rng: f"{rng.choice(NOUNS)}.example.com",
     "ipv4": lambda rng: ".".join(str(rng.randint(1, 254)) for _ in range(4)),
     "ipv6": ipv6,
     "duration": lambda rng: f"P{rng.randint(1, 30)}DT{rng.randint(1, 23)}H",
     "phone": phone,
-    "json-pointer": lambda rng: f"/{rng.choice(WORDS)}/{rng.randint(0, 9)}",
-    "relative-json-pointer": lambda rng: f"{rng.randint(0, 3)}/{rng.choice(WORDS)}",
+    "json-pointer": lambda rng: f"/{rng.choice(NOUNS)}/{rng.randint(0, 9)}",
+    "relative-json-pointer": lambda rng: f"{rng.randint(0, 3)}/{rng.choice(NOUNS)}",
     "regex": lambda rng: "^[a-z]+$",
     "byte": byte,
     "base64": byte,
@@ -240,7 +244,7 @@ def _person(parts: list[str], last: str, rng: random.Random, high: int | None) -
     if last in ("name", "fullname", "author", "owner"):
         return full_name(rng)
     if last in ("title", "headline", "subject", "label"):
-        return " ".join(rng.choice(WORDS) for _ in range(3)).title()
+        return f"{phrase(rng)} {rng.choice(NOUNS)}".title()
     if last in ("description", "summary", "bio", "comment", "note", "notes", "message", "text"):
         return sentence(rng)
     return None

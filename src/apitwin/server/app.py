@@ -6,8 +6,12 @@ from typing import Any
 
 import orjson
 
+from apitwin.config import Settings
+from apitwin.errors import ConfigError
 from apitwin.server.mock import MockApp, Receive, Scope, Send
 from apitwin.service.twin import TwinService
+from apitwin.spec.loader import load_spec
+from apitwin.state.store import Store
 
 CONTROL_PREFIX = "/_apitwin"
 
@@ -15,8 +19,13 @@ CONTROL_PREFIX = "/_apitwin"
 class App:
     """Top-level ASGI app: reserved control paths first, everything else goes to the twins."""
 
-    def __init__(self, twins: list[TwinService], *, control_prefix: str = CONTROL_PREFIX) -> None:
+    def __init__(
+        self, twins: list[TwinService], store: Store, *, control_prefix: str = CONTROL_PREFIX
+    ) -> None:
+        check_prefixes(twins)
         self.twins = twins
+        self.store = store
+        self.started = False
         self.mock = MockApp(twins)
         self.control_prefix = control_prefix
 
@@ -37,10 +46,27 @@ class App:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
+                try:
+                    await self.startup()
+                except Exception as exc:
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
+                await self.shutdown()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+
+    async def startup(self) -> None:
+        if self.started:
+            return
+        self.started = True
+        await self.store.open()
+        for twin in self.twins:
+            await twin.start()
+
+    async def shutdown(self) -> None:
+        await self.store.close()
 
     async def _control(self, scope: Scope, receive: Receive, send: Send) -> None:
         sub = scope["path"][len(self.control_prefix) :]
@@ -48,25 +74,76 @@ class App:
             body: dict[str, Any] = {
                 "status": "ok",
                 "twins": [
-                    {"title": t.spec.title, "base_path": t.base_path or "/",
-                     "operations": len(t.spec.operations)}
+                    {
+                        "title": t.spec.title,
+                        "base_path": t.base_path or "/",
+                        "operations": len(t.spec.operations),
+                    }
                     for t in self.twins
                 ],
             }
             await _json(send, 200, body)
             return
-        await _json(send, 404, {"type": "about:blank", "title": "Not Found", "status": 404,
-                                "detail": f"no control endpoint {scope['path']}"})
+        await _json(
+            send,
+            404,
+            {
+                "type": "about:blank",
+                "title": "Not Found",
+                "status": 404,
+                "detail": f"no control endpoint {scope['path']}",
+            },
+        )
 
 
 async def _json(send: Send, status: int, body: Any) -> None:
     data = orjson.dumps(body)
     content_type = b"application/problem+json" if status >= 400 else b"application/json"
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", content_type),
-                            (b"content-length", str(len(data)).encode())]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", content_type),
+                (b"content-length", str(len(data)).encode()),
+            ],
+        }
+    )
     await send({"type": "http.response.body", "body": data})
 
 
-def create_app(twins: list[TwinService]) -> App:
-    return App(twins)
+def check_prefixes(twins: list[TwinService]) -> None:
+    seen: dict[str, str] = {}
+    names: set[str] = set()
+    for twin in twins:
+        prefix = twin.base_path or "/"
+        if prefix in seen:
+            raise ConfigError(
+                f"twins {seen[prefix]!r} and {twin.name!r} are both served under {prefix}; "
+                "give one of them another base_path"
+            )
+        if twin.name in names:
+            raise ConfigError(f"two twins are named {twin.name!r}; names must be unique")
+        seen[prefix] = twin.name
+        names.add(twin.name)
+
+
+def open_store(db: str) -> Store:
+    if db.startswith(("postgres://", "postgresql://")):
+        raise ConfigError("PostgreSQL storage is not available in this version; use a SQLite file")
+    from apitwin.state.sqlite import SQLiteStore
+
+    return SQLiteStore(db)
+
+
+def build_twins(settings: Settings, store: Store) -> list[TwinService]:
+    twins = []
+    for config in settings.twins:
+        spec = load_spec(config.spec, spec_root=config.spec_root)
+        twins.append(TwinService(spec, store, config))
+    return twins
+
+
+def create_app(settings: Settings) -> App:
+    store = open_store(settings.db)
+    return App(build_twins(settings, store), store)

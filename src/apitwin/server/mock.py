@@ -59,7 +59,9 @@ def to_request(scope: Scope, body: bytes) -> InboundRequest:
 
 
 async def send_response(send: Send, response: MockResponse) -> None:
-    headers = [(k.lower().encode("latin-1"), v.encode("latin-1", "replace")) for k, v in response.headers]
+    headers = [
+        (k.lower().encode("latin-1"), v.encode("latin-1", "replace")) for k, v in response.headers
+    ]
     if response.status not in (204, 304) and response.status >= 200:
         headers.append((b"content-length", str(len(response.body)).encode()))
     await send({"type": "http.response.start", "status": response.status, "headers": headers})
@@ -90,7 +92,9 @@ class MockApp:
         twin = self.twin_for(request.path)
         if twin is None:
             prefixes = ", ".join(t.base_path or "/" for t in self.twins)
-            response = problem(404, f"{request.path} is not served here; twins live under: {prefixes}")
+            response = problem(
+                404, f"{request.path} is not served here; twins live under: {prefixes}"
+            )
         else:
             response = await twin.handle(request)
         await send_response(send, response)

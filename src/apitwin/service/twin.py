@@ -2,7 +2,6 @@
 
 match → identify caller → validate → plan faults → apply to state → build response → journal →
 enqueue events. Each stage is a small method a test can call alone; ``handle`` reads top to bottom.
-State, faults, journal and events plug in through the hooks below as they are built.
 """
 
 from __future__ import annotations
@@ -11,12 +10,26 @@ import itertools
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlsplit
 
-from apitwin.generation import Generator
+import orjson
+
+from apitwin.clock import VirtualClock
+from apitwin.config import TwinConfig, twin_for_spec
+from apitwin.generation import GenerationError, Generator
 from apitwin.http import InboundRequest, MockResponse
 from apitwin.matching import Match, MatchKind, Router
-from apitwin.negotiation import Choice, Refusal, choose, parse_prefer
+from apitwin.negotiation import (
+    Choice,
+    Refusal,
+    choose,
+    parse_prefer,
+    pick_media,
+    response_for_status,
+)
 from apitwin.responses import (
     body_value,
     encode,
@@ -26,8 +39,25 @@ from apitwin.responses import (
     stable_rng,
 )
 from apitwin.security import SecurityOutcome, check_security
+from apitwin.service import oauth
+from apitwin.service.connections import Connections
 from apitwin.spec.model import Operation, Spec
+from apitwin.state.store import Store
+from apitwin.tenants import Identity
 from apitwin.validation import Outcome, Violation, validate_request
+
+CONNECTION_HEADER = "x-apitwin-connection"
+
+
+@dataclass(slots=True)
+class StateResult:
+    """What the state stage decided: the status to answer, and the body value when it has one."""
+
+    status: int
+    value: Any = None
+    has_value: bool = False
+    headers: list[tuple[str, str]] = field(default_factory=list)
+    detail: str = ""  # for error statuses
 
 
 @dataclass(slots=True)
@@ -38,45 +68,82 @@ class Exchange:
     started: float
     match: Match | None = None
     security: SecurityOutcome | None = None
+    identity: Identity | None = None
     outcome: Outcome | None = None
+    state: StateResult | None = None
     response: MockResponse | None = None
+
+    @property
+    def connection(self) -> str:
+        return self.identity.connection if self.identity else ""
 
 
 Observer = Callable[[Exchange], None]
+StateStage = Callable[["TwinService", Exchange], Any]
 
 
 class TwinService:
-    def __init__(self, spec: Spec, *, seed: int = 0, base_path: str | None = None) -> None:
+    def __init__(
+        self,
+        spec: Spec,
+        store: Store,
+        config: TwinConfig | None = None,
+        *,
+        clock: VirtualClock | None = None,
+    ) -> None:
         self.spec = spec
-        self.seed = seed
-        self.base_path = (spec.base_path if base_path is None else base_path).rstrip("/")
+        self.config = config or twin_for_spec(_spec_path(spec))
+        self.name = self.config.name
+        self.seed = self.config.seed
+        base = spec.base_path if self.config.base_path is None else self.config.base_path
+        self.base_path = base.rstrip("/")
+        self.store = store
+        self.clock = clock or VirtualClock()
         self.router = Router(spec.operations)
-        self.generator = Generator(seed)
+        self.generator = Generator(self.seed)
+        self.connections = Connections(self.name, store, self.clock)
+        self.token_paths = oauth.token_paths(spec)
         self.observers: list[Observer] = []
+        self.state_stage: StateStage | None = None
         self._dynamic = itertools.count()
+
+    async def start(self) -> None:
+        await self.connections.load(self.config.connections)
 
     # -- the pipeline --------------------------------------------------------------------------
 
     async def handle(self, request: InboundRequest) -> MockResponse:
         exchange = Exchange(request, time.perf_counter())
-        exchange.response = self._run(exchange)
+        try:
+            exchange.response = await self._run(exchange)
+        except GenerationError as exc:
+            op = exchange.match.operation if exchange.match else None
+            where = f" for {op.key}" if op else ""
+            exchange.response = problem(500, f"the spec's schema{where} cannot be satisfied: {exc}")
         for observer in self.observers:
             observer(exchange)
         return exchange.response
 
-    def _run(self, exchange: Exchange) -> MockResponse:
+    async def _run(self, exchange: Exchange) -> MockResponse:
         request = exchange.request
+        if request.method == "POST" and self.is_token_request(request):
+            return await self.token(request)
         match = exchange.match = self.match(request)
         if match.kind is not MatchKind.FULL or match.operation is None:
             return self.unmatched(request, match)
         op = match.operation
         security = exchange.security = check_security(op, self.spec.security_schemes, request)
         if not security.ok:
-            return self.unauthorized(op, security)
+            return self.unauthorized(op, security.reason, security.challenge)
+        identity = exchange.identity = self.identify(security, request)
+        if identity.error:
+            return self.unauthorized(op, identity.error, security.challenge or "Bearer")
         outcome = exchange.outcome = validate_request(op, match.path_params, request)
         if outcome.violations:
             return self.invalid(op, outcome)
-        return self.respond(op, request)
+        if self.state_stage is not None:
+            exchange.state = await self.state_stage(self, exchange)
+        return self.respond(op, request, exchange.state)
 
     # -- stages ----------------------------------------------------------------------------
 
@@ -87,11 +154,37 @@ class TwinService:
             return path[len(self.base_path) :] or "/"
         return None
 
+    def is_token_request(self, request: InboundRequest) -> bool:
+        if not self.token_paths:
+            return False
+        relative = self.relative_path(request.path)
+        return request.path in self.token_paths or relative in self.token_paths
+
     def match(self, request: InboundRequest) -> Match:
         relative = self.relative_path(request.path)
         if relative is None:
             return Match(MatchKind.NONE)
         return self.router.match(request.method, relative)
+
+    def identify(self, security: SecurityOutcome, request: InboundRequest) -> Identity:
+        return self.connections.index.identify(
+            security.credentials,
+            request.headers.get(CONNECTION_HEADER),
+            self.clock.now(),
+            self.config.strict_auth,
+        )
+
+    async def token(self, request: InboundRequest) -> MockResponse:
+        result = await oauth.issue(request, self.connections)
+        headers = [("content-type", "application/json"), ("cache-control", "no-store")]
+        if result.status == 401:
+            headers.append(("www-authenticate", 'Basic realm="apitwin"'))
+        return MockResponse(
+            result.status,
+            headers,
+            orjson.dumps(result.body),
+            note=result.body.get("error_description", ""),
+        )
 
     def unmatched(self, request: InboundRequest, match: Match) -> MockResponse:
         if match.kind is MatchKind.PARTIAL:
@@ -105,10 +198,10 @@ class TwinService:
             detail = f"no operation matches {request.method} {relative}"
         return problem(404, detail)
 
-    def unauthorized(self, op: Operation, security: SecurityOutcome) -> MockResponse:
-        headers = [("www-authenticate", security.challenge)] if security.challenge else []
-        violation = Violation("header", "authorization", "", security.reason, "security")
-        return error_response(op, 401, security.reason, [violation], self.generator, headers)
+    def unauthorized(self, op: Operation, reason: str, challenge: str) -> MockResponse:
+        headers = [("www-authenticate", challenge)] if challenge else []
+        violation = Violation("header", "authorization", "", reason, "security")
+        return error_response(op, 401, reason, [violation], self.generator, headers)
 
     def invalid(self, op: Operation, outcome: Outcome) -> MockResponse:
         count = len(outcome.violations)
@@ -120,34 +213,76 @@ class TwinService:
             status = 422
         return error_response(op, status, detail, outcome.violations, self.generator)
 
-    def respond(self, op: Operation, request: InboundRequest) -> MockResponse:
+    def respond(
+        self, op: Operation, request: InboundRequest, state: StateResult | None = None
+    ) -> MockResponse:
         prefs = parse_prefer(request.headers.get("prefer"))
+        if state is not None and state.status >= 400:
+            return error_response(op, state.status, state.detail, [], self.generator, state.headers)
+        if state is not None and not prefs.code:
+            return self.render_state(op, request, state)
         choice = choose(op, prefs, request.headers.get("accept"))
         if isinstance(choice, Refusal):
             return error_response(op, choice.status, choice.message, [], self.generator)
         salt = next(self._dynamic) if prefs.dynamic else 0
-        rng = stable_rng(self.seed, op.operation_id, choice.status, request.path, request.query, salt)
+        rng = stable_rng(
+            self.seed, op.operation_id, choice.status, request.path, request.query, salt
+        )
         return self.render(op, choice, rng, request.method == "HEAD")
 
-    def render(self, op: Operation, choice: Choice, rng: random.Random, head: bool) -> MockResponse:
+    def render_state(
+        self, op: Operation, request: InboundRequest, state: StateResult
+    ) -> MockResponse:
+        response = response_for_status(op, state.status)
+        media = pick_media(response, request.headers.get("accept")) if response else None
+        if isinstance(media, Refusal):
+            return error_response(op, media.status, media.message, [], self.generator)
+        rng = stable_rng(self.seed, op.operation_id, state.status, request.path, request.query)
+        choice = Choice(state.status, response, media, None)
+        rendered = self.render(op, choice, rng, request.method == "HEAD", state)
+        rendered.headers.extend(state.headers)
+        return rendered
+
+    def render(
+        self,
+        op: Operation,
+        choice: Choice,
+        rng: random.Random,
+        head: bool,
+        state: StateResult | None = None,
+    ) -> MockResponse:
         headers: list[tuple[str, str]] = []
         body = b""
         if choice.response is not None:
-            headers = header_values(choice.response.headers, self.generator, rng)
+            skip = {h[0].lower() for h in state.headers} if state else set()
+            headers = [
+                h
+                for h in header_values(choice.response.headers, self.generator, rng)
+                if h[0].lower() not in skip
+            ]
         if choice.media is not None:
-            example = choice.example
-            value = body_value(
-                choice.media, example.value if example else None, example is not None,
-                self.generator, rng,
-            )
+            if state is not None and state.has_value:
+                value = state.value
+            else:
+                example = choice.example
+                value = body_value(
+                    choice.media,
+                    example.value if example else None,
+                    example is not None,
+                    self.generator,
+                    rng,
+                )
             body, content_type = encode(choice.media.name, value)
             headers.insert(0, ("content-type", content_type))
         if choice.status in (204, 304) or choice.status < 200:
-            body = b""
-            headers = [h for h in headers if h[0] != "content-type"]
+            body = b""  # no content; a declared media type still names what would have come
         return MockResponse(
             choice.status, headers, b"" if head else body, operation_id=op.operation_id
         )
+
+
+def _spec_path(spec: Spec) -> Path:
+    return Path(unquote(urlsplit(spec.source).path))
 
 
 def _describe(violation: Violation) -> str:

@@ -68,7 +68,9 @@ def _adapt(root: Located, collector: Collector) -> Spec | None:
     doc = root.value
     if isinstance(doc.get("swagger"), str):
         if not doc["swagger"].startswith("2."):
-            collector.problem(root.child("swagger"), f"unsupported Swagger version {doc['swagger']!r}")
+            collector.problem(
+                root.child("swagger"), f"unsupported Swagger version {doc['swagger']!r}"
+            )
             return None
         return swagger2.build(root, collector)
     version = doc.get("openapi")
@@ -130,7 +132,11 @@ def _refs_in(document: Any) -> list[tuple[Any, str]]:
             if "$ref" in node:
                 found.append((node["$ref"], pointer))
             for key, value in node.items():
-                if isinstance(value, (dict, list)) and key not in _SKIP_KEYS and not key.startswith("x-"):
+                if (
+                    isinstance(value, (dict, list))
+                    and key not in _SKIP_KEYS
+                    and not key.startswith("x-")
+                ):
                     stack.append((value, f"{pointer}/{escape(key)}"))
         elif isinstance(node, list):
             stack.extend(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, cast
+from typing import Any, Literal, cast
 
 from apitwin.spec.loader import (
     Collector,
@@ -41,7 +41,9 @@ class _Builder:
         self.root = root
         self.c = collector
         version = str(root.value["openapi"])
-        self.compiler = SchemaCompiler(collector.registry, "3.0" if version.startswith("3.0") else "3.1")
+        self.compiler = SchemaCompiler(
+            collector.registry, "3.0" if version.startswith("3.0") else "3.1"
+        )
         self.op_ids: set[str] = set()
         root_security = root.value.get("security")
         self.default_security = self.security(root.child("security")) if root_security else ()
@@ -97,7 +99,9 @@ class _Builder:
         raw = resolved.value
         name, location = raw.get("name"), raw.get("in")
         if not isinstance(name, str) or location not in _LOCATIONS:
-            self.c.problem(resolved, "a parameter needs a 'name' and 'in' of path/query/header/cookie")
+            self.c.problem(
+                resolved, "a parameter needs a 'name' and 'in' of path/query/header/cookie"
+            )
             return None
         style = raw.get("style") or ("form" if location in ("query", "cookie") else "simple")
         media_type = None
@@ -205,16 +209,22 @@ class _Builder:
                 item = self.c.follow(node.child(expression))
                 if item is None or not isinstance(item.value, dict):
                     continue
-                ops = tuple(self.operation(str(expression), m, item, "webhook") for m in methods_of(item))
+                ops = tuple(
+                    self.operation(str(expression), m, item, "webhook") for m in methods_of(item)
+                )
                 found.append(Callback(str(name), str(expression), ops))
         return tuple(found)
 
     def operation(self, path: str, method: str, item: Located, kind: str = "api") -> Operation:
         op = item.child(method)
         raw = op.value
-        security = self.security(op.child("security")) if "security" in raw else self.default_security
+        security = (
+            self.security(op.child("security")) if "security" in raw else self.default_security
+        )
         if kind == "api":
-            op_id = unique_operation_id(raw.get("operationId"), method, path, self.op_ids, op, self.c)
+            op_id = unique_operation_id(
+                raw.get("operationId"), method, path, self.op_ids, op, self.c
+            )
         else:
             op_id = str(raw.get("operationId") or f"{method}_{path}")
         params = self.parameters(item, op)
@@ -257,7 +267,9 @@ class _Builder:
                 continue
             scheme = scheme_from(str(name), node.value)
             if scheme is None:
-                self.c.warn(node, f"unknown security scheme type {node.value.get('type')!r}; ignored")
+                self.c.warn(
+                    node, f"unknown security scheme type {node.value.get('type')!r}; ignored"
+                )
             else:
                 result[str(name)] = scheme
         return result
@@ -286,7 +298,11 @@ class _Builder:
         info = self.root.value.get("info") if isinstance(self.root.value.get("info"), dict) else {}
         if not info.get("title"):
             self.c.warn(self.root, "info.title is missing")
-        tags = [t["name"] for t in self.root.value.get("tags") or () if isinstance(t, dict) and "name" in t]
+        tags = [
+            t["name"]
+            for t in self.root.value.get("tags") or ()
+            if isinstance(t, dict) and "name" in t
+        ]
         return Spec(
             title=str(info.get("title") or "Untitled API"),
             version=str(info.get("version") or ""),
@@ -319,8 +335,13 @@ def server_urls(raw: Any) -> list[str]:
 def scheme_from(name: str, raw: dict[str, Any]) -> SecurityScheme | None:
     kind = raw.get("type")
     if kind == "apiKey":
-        location = raw.get("in") if raw.get("in") in ("header", "query", "cookie") else "header"
-        return SecurityScheme(name, "apiKey", location=location, param_name=str(raw.get("name") or name))
+        where = raw.get("in")
+        location: Literal["header", "query", "cookie"] = (
+            "query" if where == "query" else "cookie" if where == "cookie" else "header"
+        )
+        return SecurityScheme(
+            name, "apiKey", location=location, param_name=str(raw.get("name") or name)
+        )
     if kind == "http":
         return SecurityScheme(
             name,
@@ -329,7 +350,8 @@ def scheme_from(name: str, raw: dict[str, Any]) -> SecurityScheme | None:
             bearer_format=raw.get("bearerFormat"),
         )
     if kind == "oauth2":
-        flows = raw.get("flows") if isinstance(raw.get("flows"), dict) else {}
+        raw_flows = raw.get("flows")
+        flows: dict[str, Any] = raw_flows if isinstance(raw_flows, dict) else {}
         return SecurityScheme(
             name,
             "oauth2",

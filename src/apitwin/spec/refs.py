@@ -19,7 +19,7 @@ from apitwin.errors import Problem
 
 MAX_DOCUMENT_BYTES = 64 * 1024 * 1024
 MAX_REF_CHAIN = 64
-# Each alias expansion is counted against this budget, so "billion laughs" style documents fail fast.
+# Alias uses are counted against this budget, so "billion laughs" documents fail fast.
 MAX_YAML_ALIASES = 10_000
 
 
@@ -121,7 +121,7 @@ def parse_document(data: bytes, name: str) -> Any:
     if text.count("*") > MAX_YAML_ALIASES and _alias_count(text) > MAX_YAML_ALIASES:
         raise ValueError(f"more than {MAX_YAML_ALIASES} YAML aliases (a YAML bomb?)")
     try:
-        return yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader derives from SafeLoader
+        return yaml.load(text, Loader=_Loader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -173,7 +173,9 @@ class DocumentRegistry:
         try:
             data = path.read_bytes()
         except OSError as exc:
-            raise RefError(Problem(self.name(uri), "", f"cannot read file: {exc.strerror}")) from None
+            raise RefError(
+                Problem(self.name(uri), "", f"cannot read file: {exc.strerror}")
+            ) from None
         try:
             document = parse_document(data, self.name(uri))
         except ValueError as exc:
@@ -197,14 +199,20 @@ class DocumentRegistry:
             node, pointer = stack.pop()
             if isinstance(node, dict):
                 if isinstance(node.get("$id"), str):
-                    self._ids.setdefault(urljoin(doc_uri, node["$id"]).split("#")[0], Located(node, doc_uri, pointer))
+                    self._ids.setdefault(
+                        urljoin(doc_uri, node["$id"]).split("#")[0], Located(node, doc_uri, pointer)
+                    )
                 if isinstance(node.get("$anchor"), str):
                     self._ids.setdefault(f"#{node['$anchor']}", Located(node, doc_uri, pointer))
                 stack.extend(
-                    (v, f"{pointer}/{escape(k)}") for k, v in node.items() if isinstance(v, (dict, list))
+                    (v, f"{pointer}/{escape(k)}")
+                    for k, v in node.items()
+                    if isinstance(v, (dict, list))
                 )
             elif isinstance(node, list):
-                stack.extend((v, f"{pointer}/{i}") for i, v in enumerate(node) if isinstance(v, (dict, list)))
+                stack.extend(
+                    (v, f"{pointer}/{i}") for i, v in enumerate(node) if isinstance(v, (dict, list))
+                )
 
     def lookup(self, uri: str, pointer: str) -> Located:
         if pointer and not pointer.startswith("/"):

@@ -137,7 +137,9 @@ class SchemaCompiler:
             elif key == "items" and isinstance(value, list):
                 out["prefixItems"] = [self._convert(v, base_uri, direction, deps) for v in value]
             elif key in _MAPS and isinstance(value, dict):
-                out[key] = {k: self._convert(v, base_uri, direction, deps) for k, v in value.items()}
+                out[key] = {
+                    k: self._convert(v, base_uri, direction, deps) for k, v in value.items()
+                }
             elif key in _LISTS and isinstance(value, list):
                 out[key] = [self._convert(v, base_uri, direction, deps) for v in value]
             elif key == "discriminator" and isinstance(value, dict):
@@ -159,10 +161,12 @@ class SchemaCompiler:
         converted: dict[str, str] = {}
         for name, target in mapping.items():
             if isinstance(target, str):
-                ref = target if ("#" in target or "/" in target) else f"#/components/schemas/{target}"
+                ref = (
+                    target if ("#" in target or "/" in target) else f"#/components/schemas/{target}"
+                )
                 try:
                     converted[name] = self._ref(ref, base_uri, direction, deps)
-                except Exception:  # noqa: BLE001 - a bad mapping only weakens generation
+                except Exception:
                     continue
         return {**value, "mapping": converted}
 
@@ -211,7 +215,7 @@ class SchemaCompiler:
         if isinstance(ref, str):
             try:
                 target: Located = self._registry.follow(Located(prop, base_uri, ""))
-            except Exception:  # noqa: BLE001 - missing targets are reported by the loader
+            except Exception:
                 return False
             return isinstance(target.value, dict) and target.value.get(flag) is True
         return False

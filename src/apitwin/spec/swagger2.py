@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, cast
+from typing import Any, Literal, cast
 
 from apitwin.spec.loader import (
     Collector,
@@ -137,7 +137,9 @@ class _Builder:
             node = body[0]
             schema = self.schema(node.child("schema"), node.value.get("schema", {}), "request")
             media = {m: MediaType(m, schema) for m in consumes}
-            return Body(bool(node.value.get("required")), media, str(node.value.get("description") or ""))
+            return Body(
+                bool(node.value.get("required")), media, str(node.value.get("description") or "")
+            )
         form = [p for p in params if p.value["in"] == "formData"]
         if not form:
             return None
@@ -165,15 +167,22 @@ class _Builder:
                 continue
             value = node.value
             media: dict[str, MediaType] = {}
-            examples = value.get("examples") if isinstance(value.get("examples"), dict) else {}
-            if "schema" in value:
-                schema = self.schema(node.child("schema"), value["schema"], "response")
-                for m in produces:
-                    found = (Example("default", examples[m]),) if m in examples else ()
-                    media[m] = MediaType(m, schema, found)
+            raw_examples = value.get("examples")
+            examples: dict[str, Any] = raw_examples if isinstance(raw_examples, dict) else {}
+            # Swagger 2.0 responses carry `produces` media types even without a schema.
+            schema = (
+                self.schema(node.child("schema"), value["schema"], "response")
+                if "schema" in value
+                else None
+            )
+            for m in produces:
+                found = (Example("default", examples[m]),) if m in examples else ()
+                media[m] = MediaType(m, schema, found)
             headers = {
                 str(name): Header(
-                    str(name), False, self.schema(node.child("headers", name), simple_schema(h), "response")
+                    str(name),
+                    False,
+                    self.schema(node.child("headers", name), simple_schema(h), "response"),
                 )
                 for name, h in (value.get("headers") or {}).items()
                 if isinstance(h, dict)
@@ -188,7 +197,9 @@ class _Builder:
         params = self.raw_parameters(item, op)
         consumes = _strings(raw.get("consumes")) or self.consumes
         produces = _strings(raw.get("produces")) or self.produces
-        plain = tuple(self.parameter(p) for p in params if p.value["in"] not in ("body", "formData"))
+        plain = tuple(
+            self.parameter(p) for p in params if p.value["in"] not in ("body", "formData")
+        )
         declared = {p.name for p in plain if p.location == "path"}
         for name in template_names(path):
             if name not in declared:
@@ -196,7 +207,9 @@ class _Builder:
         return Operation(
             method=method,
             path=path,
-            operation_id=unique_operation_id(raw.get("operationId"), method, path, self.op_ids, op, self.c),
+            operation_id=unique_operation_id(
+                raw.get("operationId"), method, path, self.op_ids, op, self.c
+            ),
             summary=str(raw.get("summary") or ""),
             tags=tuple(str(t) for t in raw.get("tags") or ()),
             parameters=plain,
@@ -217,7 +230,9 @@ class _Builder:
             if kind == "basic":
                 result[name] = SecurityScheme(name, "http", scheme="basic")
             elif kind == "apiKey":
-                location = value.get("in") if value.get("in") in ("header", "query") else "header"
+                location: Literal["query", "header"] = (
+                    "query" if value.get("in") == "query" else "header"
+                )
                 result[name] = SecurityScheme(
                     name, "apiKey", location=location, param_name=str(value.get("name") or name)
                 )

@@ -128,7 +128,9 @@ class SQLiteStore:
     async def count(self, query: Query) -> int:
         def run() -> int:
             where, args = self._where(query)
-            return int(self.db.execute(f"SELECT COUNT(*) FROM items WHERE {where}", args).fetchone()[0])
+            return int(
+                self.db.execute(f"SELECT COUNT(*) FROM items WHERE {where}", args).fetchone()[0]
+            )
 
         return await self._run(run)
 
@@ -204,8 +206,18 @@ class SQLiteStore:
             item = Item(key, data, parent, current.seq, current.version + 1, current.created, now)
         self.db.execute(
             f"INSERT OR REPLACE INTO items ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?)",
-            (key.twin, key.conn, key.kind, key.id, item.parent, item.seq, item.version,
-             orjson.dumps(item.data).decode(), item.created, item.updated),
+            (
+                key.twin,
+                key.conn,
+                key.kind,
+                key.id,
+                item.parent,
+                item.seq,
+                item.version,
+                orjson.dumps(item.data).decode(),
+                item.created,
+                item.updated,
+            ),
         )
         return item
 
@@ -230,5 +242,6 @@ def _sql_value(value: Any) -> Any:
 
 def _item(row: tuple[Any, ...]) -> Item:
     twin, conn, kind, item_id, parent, seq, version, data, created, updated = row
-    return Item(Key(twin, conn, kind, item_id), orjson.loads(data), parent, seq, version,
-                created, updated)
+    return Item(
+        Key(twin, conn, kind, item_id), orjson.loads(data), parent, seq, version, created, updated
+    )

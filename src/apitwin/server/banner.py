@@ -1,0 +1,37 @@
+"""The startup banner: where each twin is served and how to call it."""
+
+from __future__ import annotations
+
+from apitwin import __version__
+from apitwin.config import Settings
+from apitwin.server.app import App
+
+
+def banner(app: App, settings: Settings) -> str:
+    host = settings.host if settings.host not in ("0.0.0.0", "::") else "127.0.0.1"
+    origin = f"http://{host}:{settings.port}"
+    lines = [f"apitwin {__version__}  ·  state: {settings.db}"]
+    for twin in app.twins:
+        spec = twin.spec
+        lines.append("")
+        lines.append(f"twin {twin.name!r}: {spec.title} {spec.version}".rstrip())
+        lines.append(f"  API        {origin}{twin.base_path}  ({len(spec.operations)} operations)")
+        for path in sorted(twin.token_paths):
+            lines.append(f"  OAuth      POST {origin}{twin.base_path}{path}  (client credentials)")
+        for connection in twin.connections.all():
+            fresh = connection.client_id in twin.connections.created_now
+            shown = connection.public(reveal=fresh)
+            lines.append(
+                f"  connection {shown['client_id']}: client_secret {shown['client_secret']}  "
+                f"api_key {shown['api_key']}"
+            )
+        first = next((op for op in spec.operations if op.method == "get" and op.security), None)
+        first = first or next((op for op in spec.operations if op.method == "get"), None)
+        if first is not None:
+            default = twin.connections.all()[0]
+            auth = f"-H 'Authorization: Bearer {default.api_key}' " if first.security else ""
+            if default.client_id in twin.connections.created_now or not first.security:
+                lines.append(f"  try        curl {auth}{origin}{twin.base_path}{first.path}")
+    lines.append("")
+    lines.append("secrets are shown in full only when created; press Ctrl+C to stop")
+    return "\n".join(lines)
