@@ -15,7 +15,7 @@ import jsonschema_rs
 import orjson
 
 from apitwin import params as P
-from apitwin.bodies import decode_form, decode_multipart
+from apitwin.bodies import decode_form, decode_multipart, decode_xml
 from apitwin.http import InboundRequest
 from apitwin.spec.model import Body, MediaType, Operation, Parameter, Schema
 
@@ -198,6 +198,10 @@ def _validate_body(body: Body, request: InboundRequest, outcome: Outcome) -> Non
     outcome.violations.extend(check(media.schema, value, "body"))
 
 
+def _is_text(schema: Schema) -> bool:
+    return schema.json.get("type") == "string"
+
+
 def _empty_allowed(body: Body, request: InboundRequest) -> bool:
     """An empty non-JSON body is a value (""), valid when its schema accepts an empty string."""
     media = find_media(body.media, request.content_type) if request.content_type else None
@@ -221,6 +225,12 @@ def _decode_body(media: MediaType, request: InboundRequest, outcome: Outcome) ->
             request.body, request.headers.get("content-type", ""), media.schema
         )
         if isinstance(decoded, str):
+            outcome.violations.append(Violation("body", "", "", decoded))
+            return P.MISSING
+        return decoded
+    if kind.endswith("/xml") or kind.endswith("+xml"):
+        decoded = decode_xml(request.body, media.schema)
+        if isinstance(decoded, str) and media.schema is not None and not _is_text(media.schema):
             outcome.violations.append(Violation("body", "", "", decoded))
             return P.MISSING
         return decoded

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import subprocess
+import tempfile
 import sys
 from pathlib import Path
 
@@ -29,9 +30,17 @@ _BASE64 = (
     "schemathesis does not know the 'base64' format: its 'valid' bodies are not base64, and its "
     "invalid ones differ from valid ones only by that format"
 )
+_FORM_OBJECTS = (
+    "schemathesis writes nested objects in form bodies as their keys only, so its invalid "
+    "'tags' items are byte-identical to valid ones"
+)
 TOOL_LIMITS: dict[str, dict[str, str]] = {
     "swagger-petstore.oas31.yaml": {"addPet": _ID_REF, "updatePet": _ID_REF},
     "spotify-web-api.oas30.yml": {"upload-custom-playlist-cover": _BASE64},
+}
+# The same, for invalid input only.
+NEGATIVE_LIMITS: dict[str, dict[str, str]] = {
+    "swagger-petstore.oas30.yaml": {"addPet": _FORM_OBJECTS, "updatePet": _FORM_OBJECTS},
 }
 
 POSITIVE_CHECKS = "all"
@@ -84,15 +93,16 @@ def schemathesis(spec: Path, url: str, mode: str, checks: str, extra: list[str])
         "10",
         *extra,
     ]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    with tempfile.TemporaryDirectory() as scratch:  # schemathesis writes a cache where it runs
+        result = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=scratch)
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-12000:]
     return output
 
 
-def exclusions(path: Path, spec: Spec) -> list[str]:
+def exclusions(path: Path, spec: Spec, limits: dict[str, dict[str, str]]) -> list[str]:
     """Operations skipped visibly: the spec's own contradictions, and tool limitations."""
-    skipped = {**contradictions(spec), **TOOL_LIMITS.get(path.name, {})}
+    skipped = {**contradictions(spec), **limits.get(path.name, {})}
     args = []
     for op_id, reason in skipped.items():
         print(f"skipped {path.name} {op_id}: {reason}")
@@ -107,6 +117,12 @@ def test_twin_conforms_to_its_spec(spec_path: Path) -> None:
         pytest.skip(f"{spec_path.name} declares no operations (webhooks only)")
     with serve_twin(spec, seed=1) as running:
         url = running.url
-        extra = auth_headers(running) + exclusions(spec_path, spec)
-        schemathesis(spec_path, url, "positive", POSITIVE_CHECKS, extra)
-        schemathesis(spec_path, url, "negative", NEGATIVE_CHECKS, extra)
+        auth = auth_headers(running)
+        positive = auth + exclusions(spec_path, spec, TOOL_LIMITS)
+        schemathesis(spec_path, url, "positive", POSITIVE_CHECKS, positive)
+        negative_limits = {
+            name: {**TOOL_LIMITS.get(name, {}), **NEGATIVE_LIMITS.get(name, {})}
+            for name in {*TOOL_LIMITS, *NEGATIVE_LIMITS}
+        }
+        negative = auth + exclusions(spec_path, spec, negative_limits)
+        schemathesis(spec_path, url, "negative", NEGATIVE_CHECKS, negative)

@@ -1,11 +1,11 @@
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from conftest import REPO, SPECS, need_specs, shared_specs
 
 from apitwin.spec.loader import load_spec
 from apitwin.spec.model import Schema, Spec
@@ -17,8 +17,11 @@ from apitwin.spec.resources import (
     infer_resources,
     singular,
 )
+from conftest import REPO, SPECS, need_specs, shared_specs
 
 EXAMPLE = REPO / "src" / "apitwin" / "examples" / "expert-network" / "openapi.yaml"
+INT = {"type": "integer"}
+TEXT = {"type": "string"}
 
 
 # -- building small specs ---------------------------------------------------------------------
@@ -28,12 +31,17 @@ def ref(name: str) -> dict[str, Any]:
     return {"$ref": f"#/components/schemas/{name}"}
 
 
+def obj(**properties: Any) -> dict[str, Any]:
+    return {"type": "object", "properties": properties}
+
+
+def array(items: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "array", "items": items}
+
+
 def page_of(name: str, **extra: Any) -> dict[str, Any]:
     """A `{data: [...], ...extra}` list envelope."""
-    return {
-        "type": "object",
-        "properties": {"data": {"type": "array", "items": ref(name)}, **extra},
-    }
+    return obj(data=array(ref(name)), **extra)
 
 
 def path_param(name: str, schema: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -74,7 +82,9 @@ def build(folder: Path, paths: dict[str, Any], schemas: dict[str, Any] | None = 
     return load_spec(path)
 
 
-def infer(folder: Path, paths: dict[str, Any], schemas: dict[str, Any] | None = None) -> ResourceMap:
+def infer(
+    folder: Path, paths: dict[str, Any], schemas: dict[str, Any] | None = None
+) -> ResourceMap:
     return infer_resources(build(folder, paths, schemas))
 
 
@@ -91,9 +101,9 @@ def properties(schema: Schema | None) -> set[str]:
 def things(folder: Path, record: dict[str, Any], param: dict[str, Any]) -> Resource:
     """The resource of `GET /things/{param}` answering ``record``."""
     paths = {
-        "/things/{%s}" % param["name"]: {
+        f"/things/{{{param['name']}}}": {
             "parameters": [param],
-            "get": op("getThing", {"type": "object", "properties": record}),
+            "get": op("getThing", obj(**record)),
         }
     }
     return infer(folder, paths).resources["things"]
@@ -103,37 +113,20 @@ def things(folder: Path, record: dict[str, Any], param: dict[str, Any]) -> Resou
 
 SCHEMAS: dict[str, Any] = {
     "ProjectId": {"type": "string", "pattern": "^prj_[a-z0-9]+$"},
-    "Project": {
-        "type": "object",
-        "properties": {
-            "id": {"$ref": "#/components/schemas/ProjectId", "readOnly": True},
-            "title": {"type": "string"},
-            "status": {"type": "string", "enum": ["open", "closed"], "default": "open"},
-            "created_at": {"type": "string", "format": "date-time", "readOnly": True},
-            "updated_at": {"type": "string", "format": "date-time", "readOnly": True},
-        },
-    },
-    "ProjectCreate": {"type": "object", "properties": {"title": {"type": "string"}}},
-    "Settings": {
-        "type": "object",
-        "properties": {
-            "auto_shortlist": {"type": "boolean"},
-            "notify_emails": {"type": "array", "items": {"type": "string", "format": "email"}},
-        },
-    },
-    "Expert": {
-        "type": "object",
-        "properties": {
-            "id": {"type": "string"},
-            "project_id": {"$ref": "#/components/schemas/ProjectId"},
-            "name": {"type": "string"},
-            "status": {"type": "string"},
-        },
-    },
-    "Call": {
-        "type": "object",
-        "properties": {"id": {"type": "string"}, "expert_id": {"type": "string"}},
-    },
+    "Project": obj(
+        id={**ref("ProjectId"), "readOnly": True},
+        title=TEXT,
+        status={"type": "string", "enum": ["open", "closed"], "default": "open"},
+        created_at={"type": "string", "format": "date-time", "readOnly": True},
+        updated_at={"type": "string", "format": "date-time", "readOnly": True},
+    ),
+    "ProjectCreate": obj(title=TEXT),
+    "Settings": obj(
+        auto_shortlist={"type": "boolean"},
+        notify_emails=array({"type": "string", "format": "email"}),
+    ),
+    "Expert": obj(id=TEXT, project_id=ref("ProjectId"), name=TEXT, status=TEXT),
+    "Call": obj(id=TEXT, expert_id=TEXT),
 }
 PROJECT_ID = path_param("projectId", ref("ProjectId"))
 EXPERT_ID = path_param("expertId")
@@ -145,7 +138,7 @@ PATHS: dict[str, Any] = {
     "/projects": {
         "get": op(
             "listProjects",
-            page_of("Project", next_cursor={"type": "string"}, has_more={"type": "boolean"}),
+            page_of("Project", next_cursor=TEXT, has_more={"type": "boolean"}),
             params=[query("status"), *PAGING],
         ),
         "post": op("createProject", ref("Project"), status="201", body=ref("ProjectCreate")),
@@ -163,7 +156,7 @@ PATHS: dict[str, Any] = {
     },
     "/projects/{projectId}/experts": {
         "parameters": [PROJECT_ID],
-        "get": op("listExperts", page_of("Expert", next_cursor={"type": "string"}), params=PAGING),
+        "get": op("listExperts", page_of("Expert", next_cursor=TEXT), params=PAGING),
         "post": op("submitExpert", ref("Expert"), status="201", body=ref("Expert")),
     },
     "/projects/{projectId}/experts/{expertId}": {
@@ -175,7 +168,7 @@ PATHS: dict[str, Any] = {
         "parameters": [PROJECT_ID, EXPERT_ID],
         "post": op("shortlistExpert", ref("Expert")),
     },
-    "/calls": {"get": op("listCalls", {"type": "array", "items": ref("Call")})},
+    "/calls": {"get": op("listCalls", array(ref("Call")))},
     "/calls/{callId}": {"parameters": [path_param("callId")], "get": op("getCall", ref("Call"))},
     "/calls/{callId}/cancel": {
         "parameters": [path_param("callId")],
@@ -184,8 +177,8 @@ PATHS: dict[str, Any] = {
     "/oauth/token": {
         "post": op(
             "createToken",
-            {"type": "object", "properties": {"access_token": {"type": "string"}}},
-            body={"type": "object", "properties": {"grant_type": {"type": "string"}}},
+            obj(access_token=TEXT),
+            body=obj(grant_type=TEXT),
             media="application/x-www-form-urlencoded",
         )
     },
@@ -239,7 +232,11 @@ def test_for_operation_finds_resource_and_role(platform: ResourceMap, platform_s
 
 def test_top_level_collection(platform: ResourceMap) -> None:
     projects = platform.resources["projects"]
-    assert (projects.name, projects.singular, projects.kind) == ("projects", "project", "collection")
+    assert (projects.name, projects.singular, projects.kind) == (
+        "projects",
+        "project",
+        "collection",
+    )
     assert (projects.collection_path, projects.item_path) == ("/projects", "/projects/{projectId}")
     assert (projects.parent, projects.parent_param, projects.parent_field) == (None, None, None)
     assert (projects.id_param, projects.id_field) == ("projectId", "id")
@@ -295,7 +292,10 @@ def test_nested_collection_is_scoped_to_its_parent(platform: ResourceMap) -> Non
 def test_singleton_under_an_item(platform: ResourceMap) -> None:
     settings = platform.resources["settings"]
     assert settings.kind == "singleton"
-    assert (settings.collection_path, settings.item_path) == (None, "/projects/{projectId}/settings")
+    assert (settings.collection_path, settings.item_path) == (
+        None,
+        "/projects/{projectId}/settings",
+    )
     assert (settings.parent, settings.parent_param) == ("projects", "projectId")
     assert dict(settings.operations) == {"read": "getSettings", "replace": "replaceSettings"}
     assert properties(settings.schema) == {"auto_shortlist", "notify_emails"}
@@ -322,11 +322,11 @@ def test_describe_resources(platform: ResourceMap) -> None:
 
 
 def test_read_only_collection_needs_no_create_operation(tmp_path: Path) -> None:
-    report = {"type": "object", "properties": {"id": {"type": "integer"}, "title": {}}}
+    report = obj(id=INT, title={})
     rmap = infer(
         tmp_path,
         {
-            "/reports": {"get": op("listReports", {"type": "array", "items": ref("Report")})},
+            "/reports": {"get": op("listReports", array(ref("Report")))},
             "/reports/{reportId}": {
                 "parameters": [path_param("reportId", {"type": "integer"})],
                 "get": op("getReport", ref("Report")),
@@ -341,23 +341,19 @@ def test_read_only_collection_needs_no_create_operation(tmp_path: Path) -> None:
 
 
 def test_top_level_paths_without_items(tmp_path: Path) -> None:
-    event = {"type": "object", "properties": {"id": {"type": "string"}}}
-    user = {"type": "object", "properties": {"login": {"type": "string"}}}
-    results = {
-        "type": "object",
-        "properties": {"tracks": {"type": "object"}, "artists": {"type": "object"}},
-    }
+    event = obj(id=TEXT)
+    user = obj(login=TEXT)
+    results = obj(tracks={"type": "object"}, artists={"type": "object"})
     rmap = infer(
         tmp_path,
         {
             "/me": {"get": op("getMe", user), "patch": op("updateMe", user, body=user)},
-            "/events": {"get": op("listEvents", {"type": "array", "items": event})},
-            "/feed": {"get": op("getFeed", {"type": "object", "properties": {"entries": {
-                "type": "array", "items": event}, "next": {"type": "string"}}})},
+            "/events": {"get": op("listEvents", array(event))},
+            "/feed": {"get": op("getFeed", obj(entries=array(event), next=TEXT))},
             "/search": {"get": op("search", results, params=[query("q", required=True)])},
-            "/health": {"get": op("health", {"type": "string"})},
+            "/health": {"get": op("health", TEXT)},
             "/tickets": {"post": op("buyTicket", event, status="201", body=event)},
-            "/search-all": {"post": op("searchAll", {"type": "array", "items": event}, body=event)},
+            "/search-all": {"post": op("searchAll", array(event), body=event)},
         },
     )
     assert roles_of(rmap) == {
@@ -374,14 +370,13 @@ def test_top_level_paths_without_items(tmp_path: Path) -> None:
 
 def test_record_schema_comes_from_create_then_list_then_body(tmp_path: Path) -> None:
     def record(*names: str) -> dict[str, Any]:
-        return {"type": "object", "properties": {name: {"type": "string"} for name in names}}
+        return obj(**dict.fromkeys(names, TEXT))
 
     rmap = infer(
         tmp_path,
         {
             "/a": {"post": op("createA", record("id", "made"), status="201", body=record("x"))},
-            "/b": {"get": op("listB", {"type": "object", "properties": {
-                "items": {"type": "array", "items": record("id", "listed")}}})},
+            "/b": {"get": op("listB", obj(items=array(record("id", "listed"))))},
             "/c": {"post": op("createC", body=record("id", "sent"))},
         },
     )
@@ -390,10 +385,44 @@ def test_record_schema_comes_from_create_then_list_then_body(tmp_path: Path) -> 
     assert properties(rmap.resources["c"].schema) == {"id", "sent"}
 
 
-# -- ids, server-set fields, filters ----------------------------------------------------------
+def test_other_lists_under_a_collection(tmp_path: Path) -> None:
+    pet_id = path_param("petId", INT)
+    rmap = infer(
+        tmp_path,
+        {
+            "/pets": {"post": op("addPet", ref("Pet"), body=ref("Pet"))},
+            "/pets/{petId}": {"parameters": [pet_id], "get": op("getPet", ref("Pet"))},
+            "/pets/findByStatus": {
+                "get": op("findByStatus", array(ref("Pet")), params=[query("status")])
+            },
+            "/pets/findByTags": {"get": op("findByTags", array(ref("Pet")))},
+            "/pets/counts": {"get": op("countPets", array(obj(status=TEXT, count=INT)))},
+        },
+        {"Pet": obj(id=INT, status=TEXT)},
+    )
+    pets = rmap.resources["pets"]
+    # The first list of the same records serves as the list; a second one is left alone.
+    assert (pets.operations["list"], pets.filters) == ("findByStatus", {"status": "status"})
+    assert "findByTags" not in rmap.roles
+    # Other records are a read-only collection of their own.
+    assert rmap.roles["countPets"].resource == "counts"
 
-INT = {"type": "integer"}
-TEXT = {"type": "string"}
+
+def test_items_answering_plain_values_are_not_resources(tmp_path: Path) -> None:
+    mark = {"type": "string", "enum": [".", "X", "O"]}
+    cell = {"parameters": [path_param("row", INT), path_param("column", INT)]}
+    rmap = infer(
+        tmp_path,
+        {
+            "/board": {"get": op("getBoard", obj(winner=mark, board=array(array(mark))))},
+            "/board/{row}/{column}": {**cell, "get": op("getSquare", mark)},
+        },
+    )
+    assert roles_of(rmap) == {"getBoard": ("board", "read", "")}
+    assert rmap.resources["board"].kind == "singleton"
+
+
+# -- ids, server-set fields, filters ----------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -423,11 +452,11 @@ def test_id_schema_is_the_resolved_property_else_the_path_parameter(tmp_path: Pa
     paths = {
         "/things/{thingId}": {
             "parameters": [path_param("thingId")],
-            "get": op("getThing", {"type": "object", "properties": {"id": ref("ThingId")}}),
+            "get": op("getThing", obj(id=ref("ThingId"))),
         },
         "/gadgets/{gadgetId}": {
             "parameters": [path_param("gadgetId", {"type": "string", "format": "uuid"})],
-            "get": op("getGadget", {"type": "object", "properties": {"title": TEXT}}),
+            "get": op("getGadget", obj(title=TEXT)),
         },
     }
     rmap = infer(tmp_path, paths, {"ThingId": {"type": "string", "pattern": "^t_[0-9]+$"}})
@@ -467,26 +496,18 @@ def test_server_set_fields_and_timestamps(tmp_path: Path) -> None:
 
 
 def test_filters_match_record_properties(tmp_path: Path) -> None:
-    task = {
-        "type": "object",
-        "properties": {
-            "id": TEXT,
-            "status": TEXT,
-            "projectId": TEXT,
-            "owner": {"type": "object"},
-            "labels": {"type": "array", "items": TEXT},
-        },
-    }
+    task = obj(id=TEXT, status=TEXT, projectId=TEXT, owner={"type": "object"}, labels=array(TEXT))
     params = [query(n) for n in ("status", "project_id", "owner", "labels", "q", "cursor")]
-    rmap = infer(tmp_path, {"/tasks": {"get": op("listTasks", {"type": "array", "items": task},
-                                                  params=params)}})
+    rmap = infer(
+        tmp_path,
+        {"/tasks": {"get": op("listTasks", array(task), params=params)}},
+    )
     assert rmap.resources["tasks"].filters == {"status": "status", "project_id": "projectId"}
 
 
 # -- envelopes and pagination -----------------------------------------------------------------
 
-WIDGET = {"type": "object", "properties": {"id": TEXT}}
-WIDGETS = {"type": "array", "items": WIDGET}
+WIDGETS = array(obj(id=TEXT))
 
 
 @pytest.mark.parametrize(
@@ -515,7 +536,7 @@ def test_list_envelopes(
     tmp_path: Path, answer: dict[str, Any], expected: tuple[str | None, ...]
 ) -> None:
     if "type" not in answer:
-        answer = {"type": "object", "properties": answer}
+        answer = obj(**answer)
     rmap = infer(tmp_path, {"/widgets": {"get": op("listWidgets", answer)}})
     envelope = rmap.resources["widgets"].envelope
     found = (
@@ -584,8 +605,8 @@ def test_singular(plural: str, one: str) -> None:
 
 
 def test_name_clashes_are_qualified_by_their_parent(tmp_path: Path) -> None:
-    repo = {"type": "object", "properties": {"id": INT, "name": TEXT}}
-    repos = {"type": "array", "items": repo}
+    repo = obj(id=INT, name=TEXT)
+    repos = array(repo)
     rmap = infer(
         tmp_path,
         {
@@ -608,7 +629,8 @@ def test_name_clashes_are_qualified_by_their_parent(tmp_path: Path) -> None:
             },
         },
     )
-    assert list(rmap.resources) == ["repos", "users", "users.repos", "orgs.repos"]
+    # `orgs` has no operations of its own; it stays as the parent of `orgs.repos`.
+    assert list(rmap.resources) == ["repos", "users", "users.repos", "orgs", "orgs.repos"]
     repos_ = rmap.resources["repos"]
     assert (repos_.collection_path, repos_.parent_param, repos_.parent) == (
         "/repos/{owner}",
@@ -691,9 +713,12 @@ def test_operations_may_sit_inside_the_resources_mapping(platform_spec: Spec) ->
     overrides = {"projects": {"name": "studies"}, "operations": {"getCall": {"role": "none"}}}
     rmap = infer_resources(platform_spec, overrides)
     assert "getCall" not in rmap.roles
-    moved = infer_resources(platform_spec, overrides, {"getCall": {"resource": "studies",
-                                                                   "role": "read"}})
-    assert moved.roles["getProject"].resource == "studies"
+    # Both mappings count; the new read displaces the inferred one.
+    moved = infer_resources(
+        platform_spec, overrides, {"getCall": {"resource": "studies", "role": "read"}}
+    )
+    assert roles_of(moved)["getCall"] == ("studies", "read", "")
+    assert "getProject" not in moved.roles
 
 
 @pytest.mark.parametrize(
@@ -708,6 +733,7 @@ def test_operations_may_sit_inside_the_resources_mapping(platform_spec: Spec) ->
         ({"nobody": {"name": "x"}}, None, "no inferred resource is named 'nobody'"),
         (None, {"getCall": {"role": "read", "resrc": "x"}}, "unknown key 'resrc'"),
         (None, {"missing": {"role": "none"}}, "operations.missing: the spec has no operation"),
+        (None, {"getCall": {"resource": "calls"}}, "operations.getCall.role is required"),
         (None, {"getCall": {"resource": "calls", "role": "fetch"}}, "'fetch' is not a role"),
         (None, {"getCall": {"resource": "calls", "role": "action"}}, "getCall.action must be"),
         (None, {"getCall": {"resource": "nobody", "role": "read"}}, "no resource is named"),
@@ -719,9 +745,8 @@ def test_bad_overrides_are_refused_with_a_reason(
     operations: dict[str, Any] | None,
     message: str,
 ) -> None:
-    with pytest.raises(ValueError, match="") as caught:
+    with pytest.raises(ValueError, match=re.escape(message)):
         infer_resources(platform_spec, overrides, operations)
-    assert message in str(caught.value)
 
 
 def test_unknown_key_error_lists_the_allowed_keys(platform_spec: Spec) -> None:
@@ -773,7 +798,7 @@ def test_oai_petstore_expanded() -> None:
         "delete": "deletePet",
     }
     assert (pets.id_field, pets.id_schema["type"]) == ("id", "integer")
-    assert properties(pets.create_schema) == set()  # NewPet is an allOf: no own properties
+    assert properties(pets.create_schema) == {"name", "tag"}
 
 
 def test_swagger_petstore() -> None:
@@ -809,8 +834,10 @@ def test_redocly_museum() -> None:
     )
     assert dict(rmap.resources["museum-hours"].operations) == {"list": "getMuseumHours"}
     tickets = rmap.resources["tickets"]
-    assert (dict(tickets.operations), tickets.id_field) == ({"create": "buyMuseumTickets"},
-                                                            "ticketId")
+    assert (dict(tickets.operations), tickets.id_field) == (
+        {"create": "buyMuseumTickets"},
+        "ticketId",
+    )
     assert "getTicketCode" not in rmap.roles  # a PNG, not a record
 
 

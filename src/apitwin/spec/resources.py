@@ -98,8 +98,8 @@ def infer_resources(
 
     ``overrides`` is the ``resources:`` mapping (by inferred resource name); ``operations`` the
     ``operations:`` mapping (operationId -> {resource, role, action}). An ``operations`` key inside
-    ``overrides`` is read as the latter unless a resource is named "operations". Raises ValueError
-    for unknown keys, resources, operations or roles.
+    ``overrides`` is read as more of the latter unless a resource is named "operations". Raises
+    ValueError for unknown keys, resources, operations or roles.
     """
     inference = _Inference(spec)
     drafts = inference.drafts()
@@ -144,6 +144,8 @@ _IRREGULAR = {
 _IE_PLURALS = {"movies", "cookies", "zombies", "rookies", "selfies", "calories", "brownies"}
 _ES_PLURALS = ("sses", "shes", "tches", "nches", "rches", "xes", "zzes")
 _LAST_WORD = re.compile(r"([A-Z]?[a-z0-9]+|[A-Z0-9]+)$")
+_WORD_BREAK = re.compile(r"[-_.\s]+")
+_CASE_BREAK = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
 
 
 def singular(name: str) -> str:
@@ -175,12 +177,12 @@ def _singular_word(word: str) -> str:
 
 
 def _camel(name: str) -> str:
-    first, *rest = re.split(r"[-_.\s]+", name)
+    first, *rest = _WORD_BREAK.split(name)
     return first + "".join(part[:1].upper() + part[1:] for part in rest)
 
 
 def _snake(name: str) -> str:
-    return re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", name).replace("-", "_").lower()
+    return _CASE_BREAK.sub("_", name).replace("-", "_").lower()
 
 
 def _spellings(name: str) -> tuple[str, ...]:
@@ -598,7 +600,7 @@ def _id_field(
         return node is not None and schemas.scalar(node) and _compatible(wanted, node, schemas)
 
     found = next((n for n in _id_names(one, param.name if param else None) if fits(n)), None)
-    if found is None and param is not None:  # `{repo}` is a string, `id` an integer: a name
+    if found is None and wanted:  # `{repo}` is a string, `id` an integer: a natural key
         found = next((n for n in _NATURAL_KEYS if fits(n)), None)
     return found or "id"
 
@@ -1174,13 +1176,14 @@ def _split_overrides(
     drafts: Mapping[str, _Draft],
 ) -> tuple[dict[str, Any], Mapping[str, Any]]:
     given = dict(_mapping(overrides, "resources"))
-    if operations is None and "operations" in given and "operations" not in drafts:
-        operations = _mapping(given.pop("operations"), "operations")
+    moves = dict(_mapping(operations, "operations"))
+    if "operations" in given and "operations" not in drafts:
+        moves = {**_mapping(given.pop("operations"), "operations"), **moves}
     for name in given:
         if name not in drafts:
             known = ", ".join(sorted(drafts)[:40]) + (", ..." if len(drafts) > 40 else "")
             raise ValueError(f"resources: no inferred resource is named {name!r} (found: {known})")
-    return given, _mapping(operations, "operations")
+    return given, moves
 
 
 def _renames(given: Mapping[str, Any], drafts: Mapping[str, _Draft]) -> dict[str, str]:
@@ -1233,7 +1236,9 @@ def _reassign(
 
 
 def _role_key(entry: Mapping[str, Any], where: str) -> str | None:
-    role, action = entry.get("role"), entry.get("action")
+    if "role" not in entry:
+        raise ValueError(f"{where}.role is required: a role, or none to leave it unmapped")
+    role, action = entry["role"], entry.get("action")
     if role in (None, "none"):
         return None
     if role not in get_args(Role):
