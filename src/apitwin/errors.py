@@ -3,6 +3,7 @@
 ApitwinError
 ├── SpecError          a spec that cannot be served (carries every Problem found)
 ├── ConfigError        a bad apitwin.yaml, CLI option or environment value
+├── InvalidInputError  a caller's input that cannot be used (bad cursor, unknown field, ...)
 └── NotFoundError      a control-plane lookup that found nothing (connection, record, ...)
 
 Each error has a machine-readable ``kind``, an HTTP ``status`` for the surfaces that speak HTTP,
@@ -51,6 +52,13 @@ class SpecError(ApitwinError):
 
 class ConfigError(ApitwinError):
     kind = "config"
+    status = 400
+
+
+class InvalidInputError(ApitwinError):
+    """A caller's input that cannot be used (bad cursor, unknown field, ...)."""
+
+    kind = "invalid_input"
     status = 400
 
 

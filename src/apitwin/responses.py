@@ -16,6 +16,7 @@ import orjson
 from apitwin.generation import Generator
 from apitwin.http import MockResponse
 from apitwin.negotiation import response_for_status
+from apitwin.schemanav import at, standalone
 from apitwin.spec.model import Header, MediaType, Operation, Response, Schema, is_json_media
 from apitwin.validation import Violation, validator
 
@@ -245,8 +246,8 @@ def fill_error(
     root = schema.json
 
     def item(path: tuple[str, ...]) -> Any:
-        sub = _items_schema(root, path)
-        return gen.generate({**sub, "$defs": root.get("$defs", {})}, rng=rng) if sub else None
+        sub = at(root, (*path, "[]"))
+        return gen.generate(standalone(root, sub), rng=rng) if isinstance(sub, dict) else None
 
     words = _CODE_WORDS.get(status) or _CODE_WORDS.get(status // 100 * 100) or ("error",)
     codes: list[str | None] = [*words, *(w.upper() for w in words), str(status), None]
@@ -256,37 +257,6 @@ def fill_error(
             if checker.is_valid(candidate):
                 return candidate
     return value
-
-
-def _items_schema(root: dict[str, Any], path: tuple[str, ...]) -> dict[str, Any] | None:
-    """The `items` schema of the array property at ``path`` (following $refs and allOf)."""
-    node: Any = root
-    for key in path:
-        node = _properties(root, node).get(key)
-        if node is None:
-            return None
-    node = _deref(root, node)
-    items = node.get("items") if isinstance(node, dict) else None
-    return _deref(root, items) if isinstance(items, dict) else None
-
-
-def _deref(root: dict[str, Any], node: Any) -> Any:
-    for _ in range(16):
-        ref = node.get("$ref") if isinstance(node, dict) else None
-        if not isinstance(ref, str) or not ref.startswith("#/$defs/"):
-            return node
-        node = root.get("$defs", {}).get(ref[len("#/$defs/") :], {})
-    return node
-
-
-def _properties(root: dict[str, Any], node: Any) -> dict[str, Any]:
-    node = _deref(root, node)
-    if not isinstance(node, dict):
-        return {}
-    found = dict(node.get("properties") or {})
-    for part in node.get("allOf") or ():
-        found.update(_properties(root, part))
-    return found
 
 
 def _fill(value: Any, filling: _Filling, path: tuple[str, ...]) -> Any:

@@ -152,13 +152,14 @@ def test_same_request_gets_the_same_generated_body(pets: str) -> None:
     assert first == again
 
 
-def test_examples_are_served_and_selectable_with_prefer(pets: str) -> None:
+def test_create_answers_the_stored_record_and_prefer_selects_an_example(pets: str) -> None:
     body = {"name": "Rex"}
-    default = httpx.post(f"{pets}/pets", json=body, headers=KEY)
-    assert default.status_code == 201
-    assert default.json() == {"id": 1, "name": "Rex", "tag": "dog"}
+    created = httpx.post(f"{pets}/pets", json=body, headers=KEY)
+    assert created.status_code == 201
+    assert created.json()["name"] == "Rex"
+    assert isinstance(created.json()["id"], int)
     chosen = httpx.post(f"{pets}/pets", json=body, headers={**KEY, "Prefer": "example=tom"})
-    assert chosen.json()["name"] == "Tom"
+    assert chosen.json() == {"id": 2, "name": "Tom", "tag": "cat"}
 
 
 def test_prefer_code_selects_a_declared_response(pets: str) -> None:

@@ -5,6 +5,7 @@ Written against raw ASGI rather than Starlette's Request/Response: this is the h
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from apitwin.http import InboundRequest, MockResponse
@@ -16,6 +17,7 @@ Receive = Any
 Send = Any
 
 DEFAULT_MAX_BODY = 10 * 1024 * 1024
+log = logging.getLogger("apitwin")
 
 
 class BodyTooLarge(Exception):

@@ -9,10 +9,8 @@ from __future__ import annotations
 import itertools
 import random
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import orjson
@@ -39,9 +37,12 @@ from apitwin.responses import (
     stable_rng,
 )
 from apitwin.security import SecurityOutcome, check_security
-from apitwin.service import oauth
+from apitwin.service import oauth, state
 from apitwin.service.connections import Connections
+from apitwin.service.exchange import Exchange, StateResult
+from apitwin.service.records import Records
 from apitwin.spec.model import Operation, Spec
+from apitwin.spec.resources import infer_resources
 from apitwin.state.store import Store
 from apitwin.tenants import Identity
 from apitwin.validation import Outcome, Violation, validate_request
@@ -49,37 +50,8 @@ from apitwin.validation import Outcome, Violation, validate_request
 CONNECTION_HEADER = "x-apitwin-connection"
 
 
-@dataclass(slots=True)
-class StateResult:
-    """What the state stage decided: the status to answer, and the body value when it has one."""
-
-    status: int
-    value: Any = None
-    has_value: bool = False
-    headers: list[tuple[str, str]] = field(default_factory=list)
-    detail: str = ""  # for error statuses
-
-
-@dataclass(slots=True)
-class Exchange:
-    """Everything known about one request as it moves through the pipeline (for the journal)."""
-
-    request: InboundRequest
-    started: float
-    match: Match | None = None
-    security: SecurityOutcome | None = None
-    identity: Identity | None = None
-    outcome: Outcome | None = None
-    state: StateResult | None = None
-    response: MockResponse | None = None
-
-    @property
-    def connection(self) -> str:
-        return self.identity.connection if self.identity else ""
-
-
 Observer = Callable[[Exchange], None]
-StateStage = Callable[["TwinService", Exchange], Any]
+StateStage = Callable[["TwinService", Exchange], Awaitable[StateResult | None]]
 
 
 class TwinService:
@@ -102,9 +74,13 @@ class TwinService:
         self.router = Router(spec.operations)
         self.generator = Generator(self.seed)
         self.connections = Connections(self.name, store, self.clock)
+        self.resource_map = infer_resources(spec, self.config.resources, self.config.operations)
+        self.records = Records(
+            self.name, store, self.resource_map, self.generator, self.clock, self.seed
+        )
         self.token_paths = oauth.token_paths(spec)
         self.observers: list[Observer] = []
-        self.state_stage: StateStage | None = None
+        self.state_stage: StateStage | None = state.apply
         self._dynamic = itertools.count()
 
     async def start(self) -> None:
@@ -219,7 +195,7 @@ class TwinService:
         prefs = parse_prefer(request.headers.get("prefer"))
         if state is not None and state.status >= 400:
             return error_response(op, state.status, state.detail, [], self.generator, state.headers)
-        if state is not None and not prefs.code:
+        if state is not None and not (prefs.code or prefs.example or prefs.dynamic):
             return self.render_state(op, request, state)
         choice = choose(op, prefs, request.headers.get("accept"))
         if isinstance(choice, Refusal):

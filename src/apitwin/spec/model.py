@@ -35,6 +35,11 @@ class Schema:
         self.cache: dict[str, Any] = {}
 
     @property
+    def compiler(self) -> SchemaCompiler:
+        """The compiler shared by the spec's schemas (to build sibling schemas)."""
+        return self._compiler
+
+    @property
     def json(self) -> dict[str, Any]:
         """Self-contained JSON Schema 2020-12 (`$defs` holds every schema it references)."""
         if self._bundled is None:

@@ -272,7 +272,7 @@ def _json_schema(media: Mapping[str, MediaType]) -> Schema | None:
 
 def _compiler(schema: Schema) -> SchemaCompiler:
     # Sub-schemas (list items, id properties) are compiled by the compiler of their spec.
-    return schema._compiler
+    return schema.compiler
 
 
 # -- reading schemas as written ---------------------------------------------------------------
@@ -319,7 +319,7 @@ class _Schemas:
 
     def of(self, schema: Schema) -> _Node:
         if self._registry is None:
-            self._registry = _compiler(schema)._registry
+            self._registry = _compiler(schema).registry
         uri, _, pointer = schema.uri.partition("#")
         return self.deref(schema.raw, uri, pointer)
 

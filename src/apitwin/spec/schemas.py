@@ -60,6 +60,10 @@ class SchemaCompiler:
         self._defs: dict[Direction, dict[str, Any]] = {"request": {}, "response": {}}
         self._deps: dict[Direction, dict[str, set[str]]] = {"request": {}, "response": {}}
 
+    @property
+    def registry(self) -> DocumentRegistry:
+        return self._registry
+
     def bundle(self, address: str, raw: Any, direction: Direction) -> dict[str, Any]:
         deps: set[str] = set()
         root = self._convert(raw, urldefrag(address)[0], direction, deps)

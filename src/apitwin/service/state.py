@@ -1,0 +1,218 @@
+"""The pipeline's "apply to state" stage: an operation's role on a resource, against Records."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from apitwin.errors import ApitwinError, NotFoundError
+from apitwin.negotiation import default_response, response_for_status
+from apitwin.responses import stable_rng
+from apitwin.service.exchange import Exchange, StateResult
+from apitwin.service.records import Page, is_cursor
+from apitwin.service.shaping import shape, shape_list
+from apitwin.spec.model import Operation, Schema
+from apitwin.spec.resources import Resource
+from apitwin.state.store import Put
+from apitwin.validation import ValidRequest
+
+if TYPE_CHECKING:
+    from apitwin.service.twin import TwinService
+
+SINGLETON_ID = "_"
+
+
+async def apply(twin: TwinService, exchange: Exchange) -> StateResult | None:
+    """What the operation does to the connection's records; None: answer without state."""
+    assert exchange.match is not None and exchange.match.operation is not None
+    op = exchange.match.operation
+    found = twin.resource_map.for_operation(op)
+    if found is None or exchange.outcome is None:
+        return None
+    resource, role = found
+    try:
+        return await _dispatch(twin, exchange, op, resource, role.role, role.action)
+    except NotFoundError as exc:
+        if not _declares(op, 404):
+            return None  # the spec has no "absent": answer like a stateless mock
+        return StateResult(404, detail=exc.message)
+    except ApitwinError as exc:
+        return StateResult(exc.status, detail=exc.message)
+
+
+async def _dispatch(
+    twin: TwinService, exchange: Exchange, op: Operation, resource: Resource, role: str, action: str
+) -> StateResult | None:
+    request = exchange.outcome.request  # type: ignore[union-attr]
+    conn = exchange.connection
+    records = twin.records
+    parent_id = _path_value(request, resource.parent_param)
+    item_id = _path_value(request, resource.id_param)
+    status, _ = default_response(op)
+    if resource.kind == "singleton":
+        return await _singleton(twin, exchange, op, resource, role, parent_id)
+    if role == "list":
+        cursor = _cursor(request, resource)
+        if cursor is not None and not is_cursor(cursor) and not _declares(op, 400):
+            cursor = None  # a cursor this twin never issued, and no 400 to say so: start over
+        page = await records.page(
+            conn,
+            resource,
+            parent_id=parent_id,
+            filters=_filters(resource, request),
+            cursor=cursor,
+            limit=_limit(request, resource),
+            offset=_offset(resource, request),
+        )
+        return StateResult(status, _list_body(twin, op, resource, page, status), True)
+    if role == "create":
+        if not isinstance(request.body, dict):
+            return None
+        # Without a declared 409, a create that reuses an id replaces the record.
+        upsert = not _declares(op, 409)
+        item = await records.create(
+            conn, resource, request.body, parent_id=parent_id, upsert=upsert
+        )
+        headers = _location(twin, op, resource, status, item.data, parent_id)
+        return StateResult(status, _body(twin, op, status, item.data), True, headers)
+    if item_id is None:
+        return None
+    if role == "read":
+        item = await records.require(conn, resource, item_id)
+    elif role == "replace" and isinstance(request.body, dict):
+        item = await records.replace(conn, resource, item_id, request.body)
+    elif role == "update" and isinstance(request.body, dict):
+        item = await records.update(conn, resource, item_id, request.body)
+    elif role == "delete":
+        data = await records.delete(conn, resource, item_id)
+        return StateResult(status, _body(twin, op, status, data), True)
+    elif role == "action":
+        body = request.body if isinstance(request.body, dict) else None
+        item = await records.action(conn, resource, item_id, action, body)
+    else:
+        return None
+    return StateResult(status, _body(twin, op, status, item.data), True)
+
+
+async def _singleton(
+    twin: TwinService,
+    exchange: Exchange,
+    op: Operation,
+    resource: Resource,
+    role: str,
+    parent_id: str | None,
+) -> StateResult | None:
+    request = exchange.outcome.request  # type: ignore[union-attr]
+    conn = exchange.connection
+    key = twin.records.scope(conn, resource).key(parent_id or SINGLETON_ID)
+    status, _ = default_response(op)
+    current = await twin.store.get(key)
+    if role in ("replace", "update") and isinstance(request.body, dict):
+        base = current.data if current and role == "update" else {}
+        data = twin.records.fill_required(resource, {**base, **request.body})
+    elif current is not None:
+        data = current.data
+    else:
+        data = twin.records.fill_required(resource, {}, complete=True)
+    if current is None or data != current.data:
+        await twin.store.write([Put(key, data, now=twin.clock.now())])
+    return StateResult(status, _body(twin, op, status, data), True)
+
+
+def _path_value(request: ValidRequest, name: str | None) -> str | None:
+    if not name or name not in request.path:
+        return None
+    return str(request.path[name])
+
+
+MAX_OFFSET = 10**9
+
+
+def _param(request: ValidRequest, name: str | None) -> Any:
+    return request.query.get(name) if name else None
+
+
+def _number(value: Any, default: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        return default
+    try:
+        return max(0, min(int(value), MAX_OFFSET))
+    except ValueError:
+        return default
+
+
+def _cursor(request: ValidRequest, resource: Resource) -> str | None:
+    value = _param(request, resource.pagination.cursor_param)
+    return value if isinstance(value, str) and value else None
+
+
+def _limit(request: ValidRequest, resource: Resource) -> int | None:
+    value = _param(request, resource.pagination.limit_param)
+    return _number(value, 0) or None
+
+
+def _offset(resource: Resource, request: ValidRequest) -> int:
+    pagination = resource.pagination
+    if pagination.style == "offset":
+        return _number(_param(request, pagination.offset_param), 0)
+    if pagination.style == "page":
+        page = _number(_param(request, pagination.page_param), 1)
+        limit = _number(_param(request, pagination.limit_param), 0) or pagination.default_limit
+        return min(max(0, page - 1) * limit, MAX_OFFSET)
+    return 0
+
+
+def _filters(resource: Resource, request: ValidRequest) -> dict[str, Any]:
+    return {
+        field: request.query[param]
+        for param, field in resource.filters.items()
+        if param in request.query and not isinstance(request.query[param], (list, dict))
+    }
+
+
+def _json_schema(op: Operation, status: int) -> Schema | None:
+    response = response_for_status(op, status)
+    if response is None:
+        return None
+    for media in response.media.values():
+        if media.is_json:
+            return media.schema
+    return None
+
+
+def _declares(op: Operation, status: int) -> bool:
+    return str(status) in op.responses or f"{status // 100}XX" in op.responses
+
+
+def _body(twin: TwinService, op: Operation, status: int, record: dict[str, Any]) -> Any:
+    rng = stable_rng(twin.seed, op.operation_id, status, "state")
+    return shape(record, _json_schema(op, status), twin.generator, rng)
+
+
+def _list_body(
+    twin: TwinService, op: Operation, resource: Resource, page: Page, status: int
+) -> Any:
+    rng = stable_rng(twin.seed, op.operation_id, status, "list")
+    info = {"next_cursor": page.next_cursor, "has_more": page.has_more, "total": page.total}
+    records = [item.data for item in page.items]
+    return shape_list(
+        records, _json_schema(op, status), resource.envelope, info, twin.generator, rng
+    )
+
+
+def _location(
+    twin: TwinService,
+    op: Operation,
+    resource: Resource,
+    status: int,
+    record: dict[str, Any],
+    parent_id: str | None,
+) -> list[tuple[str, str]]:
+    response = response_for_status(op, status)
+    if response is None or not any(h.lower() == "location" for h in response.headers):
+        return []
+    path = resource.item_path or ""
+    if resource.parent_param and parent_id is not None:
+        path = path.replace("{" + resource.parent_param + "}", parent_id)
+    if resource.id_param:
+        path = path.replace("{" + resource.id_param + "}", str(record.get(resource.id_field)))
+    return [("location", twin.base_path + path)]
