@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import base64
 import subprocess
-import tempfile
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -19,6 +19,7 @@ import pytest
 from apitwin.spec.lint import contradictions
 from apitwin.spec.loader import load_spec
 from apitwin.spec.model import Spec
+
 from conftest import SPECS, Running, serve_twin, shared_specs
 
 pytestmark = pytest.mark.conformance

@@ -12,6 +12,7 @@ import pytest
 
 from apitwin.config import ConnectionConfig
 from apitwin.spec.loader import load_spec
+
 from conftest import SPECS, need_specs, serve_twin
 
 PETSTORE = """

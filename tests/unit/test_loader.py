@@ -8,6 +8,7 @@ import pytest
 
 from apitwin.errors import SpecError
 from apitwin.spec.loader import load_spec
+
 from conftest import SPECS, need_specs, shared_specs
 
 

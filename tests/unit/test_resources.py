@@ -17,6 +17,7 @@ from apitwin.spec.resources import (
     infer_resources,
     singular,
 )
+
 from conftest import REPO, SPECS, need_specs, shared_specs
 
 EXAMPLE = REPO / "src" / "apitwin" / "examples" / "expert-network" / "openapi.yaml"
