@@ -37,7 +37,7 @@ from apitwin.responses import (
     stable_rng,
 )
 from apitwin.security import SecurityOutcome, check_security
-from apitwin.service import oauth, state
+from apitwin.service import oauth, seeding, state
 from apitwin.service.connections import Connections
 from apitwin.service.exchange import Exchange, StateResult
 from apitwin.service.records import Records
@@ -85,6 +85,17 @@ class TwinService:
 
     async def start(self) -> None:
         await self.connections.load(self.config.connections)
+        configured = {c.client_id: c for c in self.config.connections}
+        for connection in self.connections.all():
+            own = configured.get(connection.client_id)
+            fixtures = {**self.config.fixtures, **(own.fixtures if own else {})}
+            await seeding.seed_connection(
+                self.records,
+                self.spec,
+                connection.client_id,
+                fixtures,
+                from_examples=self.config.seed_examples,
+            )
 
     # -- the pipeline --------------------------------------------------------------------------
 

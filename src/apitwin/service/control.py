@@ -1,0 +1,363 @@
+"""The control service: every control operation, whatever surface asks (admin REST, MCP, CLI).
+
+Connections are addressed by a handle, ``"<twin>:<client id>"`` (the twin part may be left out when
+the server has one twin). Results are plain JSON-ready dicts; errors are ApitwinError subclasses
+whose message says what was wrong and what to do next.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import jsonschema_rs
+
+from apitwin.errors import InvalidInputError, NotFoundError
+from apitwin.schemanav import deref, properties
+from apitwin.service import seeding
+from apitwin.service.twin import TwinService
+from apitwin.spec.resources import Resource
+from apitwin.state.store import Clear, Item
+from apitwin.tenants import Connection
+
+MAX_LIMIT = 100
+
+
+@dataclass(frozen=True, slots=True)
+class Handle:
+    twin: TwinService
+    connection: Connection
+
+    @property
+    def id(self) -> str:
+        return f"{self.twin.name}:{self.connection.client_id}"
+
+
+class ControlService:
+    def __init__(self, twins: list[TwinService], origin: str = "http://127.0.0.1:8000") -> None:
+        self.twins = {twin.name: twin for twin in twins}
+        self.origin = origin.rstrip("/")
+
+    # -- addressing ----------------------------------------------------------------------------
+
+    def twin(self, name: str | None) -> TwinService:
+        if name is None:
+            if len(self.twins) == 1:
+                return next(iter(self.twins.values()))
+            raise InvalidInputError(
+                f"this server runs several twins; name one of: {', '.join(sorted(self.twins))}",
+                field="twin",
+            )
+        found = self.twins.get(name)
+        if found is None:
+            raise NotFoundError(
+                f"no twin {name!r}; known: {', '.join(sorted(self.twins))}", field="twin"
+            )
+        return found
+
+    def handle(self, connection_id: str) -> Handle:
+        twin_name, sep, client_id = connection_id.rpartition(":")
+        twin = self.twin(twin_name if sep else None)
+        try:
+            return Handle(twin, twin.connections.get(client_id))
+        except NotFoundError:
+            known = ", ".join(f"{twin.name}:{c.client_id}" for c in twin.connections.all())
+            raise NotFoundError(
+                f"no connection {connection_id!r}; known: {known}. Call connect() to create one.",
+                field="connection_id",
+            ) from None
+
+    # -- connections ---------------------------------------------------------------------------
+
+    async def connect(
+        self,
+        client_id: str,
+        *,
+        twin: str | None = None,
+        webhook_url: str | None = None,
+        label: str = "",
+    ) -> dict[str, Any]:
+        """The connection for ``client_id``, created when it does not exist yet."""
+        target = self.twin(twin)
+        existing = target.connections.index.connections.get(client_id)
+        created = existing is None
+        if existing is None:
+            connection = await target.connections.create(
+                client_id, webhook_url=webhook_url, label=label
+            )
+            await seeding.seed_connection(
+                target.records,
+                target.spec,
+                client_id,
+                target.config.fixtures,
+                from_examples=target.config.seed_examples,
+            )
+        elif webhook_url and webhook_url != existing.webhook_url:
+            connection = await target.connections.save(
+                existing.with_changes(webhook_url=webhook_url)
+            )
+        else:
+            connection = existing
+        return self._connection_view(Handle(target, connection), reveal=created, created=created)
+
+    def list_connections(self, twin: str | None = None) -> list[dict[str, Any]]:
+        twins = [self.twin(twin)] if twin else list(self.twins.values())
+        return [
+            self._connection_view(Handle(t, c), reveal=False)
+            for t in twins
+            for c in t.connections.all()
+        ]
+
+    async def reset_connection(self, connection_id: str, *, reseed: bool = True) -> dict[str, Any]:
+        """Remove the connection's records (and journal, deliveries, faults), then re-seed."""
+        handle = self.handle(connection_id)
+        twin, client_id = handle.twin, handle.connection.client_id
+        await twin.store.write([Clear(twin.name, client_id)])
+        seeded = 0
+        if reseed:
+            configured = {c.client_id: c for c in twin.config.connections}
+            own = configured.get(client_id)
+            fixtures = {**twin.config.fixtures, **(own.fixtures if own else {})}
+            seeded = await seeding.seed_connection(
+                twin.records,
+                twin.spec,
+                client_id,
+                fixtures,
+                from_examples=twin.config.seed_examples,
+            )
+        return {"connection_id": handle.id, "reset": True, "seeded_records": seeded}
+
+    def _connection_view(
+        self, handle: Handle, *, reveal: bool, created: bool | None = None
+    ) -> dict[str, Any]:
+        twin, connection = handle.twin, handle.connection
+        view = connection.public(reveal=reveal)
+        view["connection_id"] = handle.id
+        view["twin"] = twin.name
+        view["base_url"] = self.origin + twin.base_path
+        view["token_url"] = [self.origin + twin.base_path + p for p in sorted(twin.token_paths)]
+        view["how_to_authenticate"] = self._auth_help(twin, connection)
+        if created is not None:
+            view["created"] = created
+            if not created:
+                view["note"] = "secrets are shown in full only when the connection is created"
+        return view
+
+    def _auth_help(self, twin: TwinService, connection: Connection) -> list[str]:
+        help_lines = []
+        for scheme in twin.spec.security_schemes.values():
+            if scheme.type == "apiKey":
+                help_lines.append(f"API key in {scheme.location} '{scheme.param_name}'")
+            elif scheme.type == "http" and scheme.scheme == "basic":
+                help_lines.append("HTTP Basic with client_id:client_secret")
+            elif scheme.type in ("http", "oauth2", "openIdConnect"):
+                help_lines.append("Authorization: Bearer <token from token_url, or the api_key>")
+        if not help_lines:
+            help_lines.append(f"header X-Apitwin-Connection: {connection.client_id}")
+        return help_lines
+
+    # -- describe ------------------------------------------------------------------------------
+
+    def describe_api(self, connection_id: str, resource: str | None = None) -> dict[str, Any]:
+        handle = self.handle(connection_id)
+        twin = handle.twin
+        resources = twin.resource_map.resources
+        names = [resource] if resource else sorted(resources)
+        described = {name: describe_resource(twin.records.resource(name)) for name in names}
+        return {
+            "twin": twin.name,
+            "title": f"{twin.spec.title} {twin.spec.version}".strip(),
+            "base_url": self.origin + twin.base_path,
+            "resources": described,
+            "events": sorted({hook.name for hook in twin.spec.webhooks}),
+        }
+
+    # -- records -------------------------------------------------------------------------------
+
+    def _resource(self, handle: Handle, name: str) -> Resource:
+        return handle.twin.records.resource(name)
+
+    def _parent_id(self, resource: Resource, parent: Mapping[str, str] | None) -> str | None:
+        if resource.parent is None:
+            return None
+        value = (parent or {}).get(resource.parent)
+        if value is None:
+            raise InvalidInputError(
+                f"{resource.name} live under {resource.parent}: pass "
+                f'parent={{"{resource.parent}": "<id>"}}',
+                field="parent",
+            )
+        return str(value)
+
+    async def list_records(
+        self,
+        connection_id: str,
+        resource: str,
+        *,
+        parent: Mapping[str, str] | None = None,
+        filters: Mapping[str, Any] | None = None,
+        cursor: str | None = None,
+        limit: int = 20,
+    ) -> dict[str, Any]:
+        handle = self.handle(connection_id)
+        found = self._resource(handle, resource)
+        page = await handle.twin.records.page(
+            handle.connection.client_id,
+            found,
+            parent_id=self._parent_id(found, parent),
+            filters=filters,
+            cursor=cursor,
+            limit=max(1, min(limit, MAX_LIMIT)),
+        )
+        return {
+            "resource": found.name,
+            "records": [item.data for item in page.items],
+            "total": page.total,
+            "next_cursor": page.next_cursor,
+        }
+
+    async def get_record(self, connection_id: str, resource: str, record_id: str) -> dict[str, Any]:
+        handle = self.handle(connection_id)
+        found = self._resource(handle, resource)
+        item = await handle.twin.records.require(handle.connection.client_id, found, record_id)
+        return _record_view(found, item)
+
+    async def create_record(
+        self,
+        connection_id: str,
+        resource: str,
+        data: Mapping[str, Any],
+        *,
+        parent: Mapping[str, str] | None = None,
+    ) -> dict[str, Any]:
+        handle = self.handle(connection_id)
+        found = self._resource(handle, resource)
+        check_record(found, data, partial=False)
+        item = await handle.twin.records.create(
+            handle.connection.client_id,
+            found,
+            data,
+            parent_id=self._parent_id(found, parent),
+            complete=True,
+        )
+        return _record_view(found, item)
+
+    async def update_record(
+        self, connection_id: str, resource: str, record_id: str, changes: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        handle = self.handle(connection_id)
+        found = self._resource(handle, resource)
+        check_record(found, changes, partial=True)
+        item = await handle.twin.records.update(
+            handle.connection.client_id, found, record_id, changes
+        )
+        return _record_view(found, item)
+
+    async def delete_record(
+        self, connection_id: str, resource: str, record_id: str
+    ) -> dict[str, Any]:
+        handle = self.handle(connection_id)
+        found = self._resource(handle, resource)
+        await handle.twin.records.delete(handle.connection.client_id, found, record_id)
+        return {"resource": found.name, "id": record_id, "deleted": True}
+
+    async def generate_records(
+        self,
+        connection_id: str,
+        resource: str,
+        count: int,
+        *,
+        parent: Mapping[str, str] | None = None,
+    ) -> dict[str, Any]:
+        handle = self.handle(connection_id)
+        found = self._resource(handle, resource)
+        items = await seeding.generate(
+            handle.twin.records,
+            handle.connection.client_id,
+            found,
+            count,
+            self._parent_id(found, parent),
+        )
+        return {"resource": found.name, "created": [item.key.id for item in items]}
+
+    # -- clock ---------------------------------------------------------------------------------
+
+    async def advance_clock(self, connection_id: str, seconds: float) -> dict[str, Any]:
+        handle = self.handle(connection_id)
+        if not 0 < seconds <= 366 * 86400:
+            raise InvalidInputError("seconds must be between 0 and one year", field="seconds")
+        now = handle.twin.clock.advance(seconds)
+        return {"twin": handle.twin.name, "now": handle.twin.clock.iso(now)}
+
+
+def describe_resource(resource: Resource) -> dict[str, Any]:
+    """A compact description an agent can read: fields, required, enums, parent, operations."""
+    root = resource.schema.json if resource.schema is not None else {}
+    create_root = resource.create_schema.json if resource.create_schema is not None else root
+    required = set(deref(create_root, create_root).get("required", ())) if create_root else set()
+    fields = {}
+    for name, prop in properties(create_root or root, create_root or root).items():
+        node = deref(create_root or root, prop)
+        fields[name] = _field_text(node) + (" (required)" if name in required else "")
+    server = list(resource.server_fields)
+    view: dict[str, Any] = {
+        "kind": resource.kind,
+        "id_field": resource.id_field,
+        "fields": fields,
+        "server_set": server,
+        "operations": sorted(resource.operations),
+    }
+    if resource.parent:
+        view["parent"] = resource.parent
+    actions = [k.removeprefix("action:") for k in resource.operations if k.startswith("action:")]
+    if actions:
+        view["actions"] = actions
+    if resource.filters:
+        view["filters"] = sorted(resource.filters.values())
+    return view
+
+
+def _field_text(node: Any) -> str:
+    if not isinstance(node, dict):
+        return "any"
+    if isinstance(node.get("enum"), list):
+        return "one of " + ", ".join(map(str, node["enum"]))
+    kind = node.get("type", "object" if "properties" in node else "any")
+    text = "/".join(kind) if isinstance(kind, list) else str(kind)
+    if node.get("format"):
+        text += f" ({node['format']})"
+    return text
+
+
+def check_record(resource: Resource, data: Mapping[str, Any], *, partial: bool) -> None:
+    """Validate control-plane input against the spec; the error names every bad field."""
+    schema = resource.create_schema or resource.schema
+    if schema is None:
+        return
+    root = dict(schema.json)
+    if partial:
+        root = _without_required(root)
+    validator = jsonschema_rs.Draft202012Validator(
+        root, validate_formats=True, ignore_unknown_formats=True
+    )
+    problems = []
+    for error in validator.iter_errors(dict(data)):
+        where = "/" + "/".join(map(str, error.instance_path)) if error.instance_path else "(record)"
+        problems.append(f"{where}: {error.message}")
+    if problems:
+        raise InvalidInputError(
+            f"invalid {resource.singular}: " + "; ".join(problems[:10]), field="data"
+        )
+
+
+def _without_required(root: dict[str, Any]) -> dict[str, Any]:
+    """The same fields, none of them required (for partial changes)."""
+    partial: dict[str, Any] = {"type": "object", "properties": properties(root, root)}
+    if "$defs" in root:
+        partial["$defs"] = root["$defs"]
+    return partial
+
+
+def _record_view(resource: Resource, item: Item) -> dict[str, Any]:
+    return {"resource": resource.name, "id": item.key.id, "record": item.data}
