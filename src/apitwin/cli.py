@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
+import ipaddress
+import os
 import sys
 from collections.abc import Sequence
 from dataclasses import replace
@@ -13,10 +14,11 @@ from typing import Any
 
 from apitwin import __version__
 from apitwin.config import Settings, TwinConfig, load_config, twin_for_spec
-from apitwin.errors import ApitwinError, SpecError
+from apitwin.errors import ApitwinError, ConfigError, SpecError
 from apitwin.spec.loader import load_spec
 
 EXIT_USAGE = 2
+TOKEN_ENV = "APITWIN_ADMIN_TOKEN"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -28,7 +30,15 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     check = sub.add_parser("check", help="show what a twin of SPEC will serve, and its warnings")
-    check.add_argument("spec", type=Path, help="OpenAPI 3.x or Swagger 2.0 file (JSON or YAML)")
+    check.add_argument(
+        "spec", type=Path, nargs="?", help="OpenAPI 3.x or Swagger 2.0 file (JSON or YAML)"
+    )
+    check.add_argument(
+        "--config",
+        "-c",
+        type=Path,
+        help="apitwin.yaml: check each twin it lists, with its corrections",
+    )
     _spec_root_option(check)
 
     serve = sub.add_parser("serve", help="serve twins of one or more specs over HTTP")
@@ -61,6 +71,11 @@ def _server_options(parser: argparse.ArgumentParser) -> None:
         "--db", help="SQLite file for state (default apitwin.db; ':memory:' keeps nothing)"
     )
     parser.add_argument("--seed", type=int, help="seed for generated data (default 0)")
+    parser.add_argument(
+        "--admin-token",
+        help="bearer token for the admin API and MCP "
+        "(env APITWIN_ADMIN_TOKEN; required to bind beyond loopback)",
+    )
 
 
 def _spec_root_option(parser: argparse.ArgumentParser) -> None:
@@ -126,14 +141,34 @@ def settings_from(args: argparse.Namespace) -> Settings:
             db=base.db,
             admin_token=base.admin_token,
         )
-    return Settings(
+    settings = Settings(
         twins=base.twins,
         host=args.host or base.host,
         port=args.port if args.port is not None else base.port,
         db=args.db or (base.db if base.source else "apitwin.db"),
-        admin_token=base.admin_token,
+        admin_token=args.admin_token or os.environ.get(TOKEN_ENV) or base.admin_token,
         source=base.source,
     )
+    check_exposure(settings)
+    return settings
+
+
+def check_exposure(settings: Settings) -> None:
+    """Beyond loopback, the control plane must not be open to whoever can reach the port."""
+    if not is_loopback(settings.host) and not settings.admin_token:
+        raise ApitwinError(
+            f"binding to {settings.host} exposes the admin API and MCP beyond this machine; "
+            f"set --admin-token (or {TOKEN_ENV}) first"
+        )
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def _unique_names(twins: list[TwinConfig]) -> list[TwinConfig]:
@@ -149,6 +184,17 @@ def _unique_names(twins: list[TwinConfig]) -> list[TwinConfig]:
 def cmd_check(args: argparse.Namespace) -> int:
     from apitwin.report import describe_spec
 
+    if args.config:
+        for twin in load_config(args.config).twins:
+            spec = load_spec(twin.spec, spec_root=twin.spec_root)
+            print(f"== twin {twin.name!r} ({twin.spec.name})")
+            try:
+                print(describe_spec(spec, twin.resources, twin.operations))
+            except ValueError as exc:
+                raise ConfigError(f"twin {twin.name!r}: {exc}") from None
+        return 0
+    if args.spec is None:
+        raise ApitwinError("name a SPEC file to check, or --config apitwin.yaml")
     spec = load_spec(args.spec, spec_root=args.spec_root)
     print(describe_spec(spec))
     return 0
@@ -161,7 +207,22 @@ def cmd_serve(settings: Settings) -> int:
     from apitwin.server.banner import banner
 
     app = create_app(settings)
-    asyncio.run(app.startup())
-    print(banner(app, settings), file=sys.stderr, flush=True)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning", access_log=False)
+
+    class Server(uvicorn.Server):
+        """Prints the banner once the socket really listens and the twins have started."""
+
+        async def startup(self, sockets: list[Any] | None = None) -> None:
+            await super().startup(sockets)
+            if self.started:
+                print(banner(app, settings), file=sys.stderr, flush=True)
+
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level="warning",
+        access_log=False,
+        lifespan="on",
+    )
+    Server(config).run()
     return 0

@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Mapping
+from typing import Any
 
 from apitwin.spec.lint import lint
 from apitwin.spec.model import SecurityScheme, Spec
+from apitwin.spec.resources import describe_resources, infer_resources
 
 
-def describe_spec(spec: Spec) -> str:
+def describe_spec(
+    spec: Spec,
+    overrides: Mapping[str, Any] | None = None,
+    operations: Mapping[str, Any] | None = None,
+) -> str:
     lines = [
         f"{spec.title} {spec.version}".rstrip() + f"  (OpenAPI {spec.openapi})",
         f"base path: {spec.base_path or '/'}",
@@ -27,6 +34,9 @@ def describe_spec(spec: Spec) -> str:
     lines.append(f"callbacks: {len(callbacks)}")
     for op, cb in callbacks:
         lines.append(f"  {op.operation_id} -> {cb.name}: {cb.expression}")
+    resources = describe_resources(infer_resources(spec, overrides, operations))
+    lines.append(f"resources: {len(resources)}")
+    lines.extend(f"  {line}" for line in resources)
     findings = lint(spec)
     lines.append(f"warnings: {len(spec.warnings) + len(findings)}")
     lines.extend(f"  {w}" for w in spec.warnings)

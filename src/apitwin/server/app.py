@@ -8,7 +8,9 @@ import orjson
 
 from apitwin.config import Settings
 from apitwin.errors import ConfigError
+from apitwin.server.admin_api import AdminApi, openapi_document
 from apitwin.server.mock import MockApp, Receive, Scope, Send
+from apitwin.service.control import ControlService
 from apitwin.service.twin import TwinService
 from apitwin.spec.loader import load_spec
 from apitwin.state.store import Store
@@ -20,7 +22,13 @@ class App:
     """Top-level ASGI app: reserved control paths first, everything else goes to the twins."""
 
     def __init__(
-        self, twins: list[TwinService], store: Store, *, control_prefix: str = CONTROL_PREFIX
+        self,
+        twins: list[TwinService],
+        store: Store,
+        *,
+        control_prefix: str = CONTROL_PREFIX,
+        admin_token: str | None = None,
+        origin: str | None = None,
     ) -> None:
         check_prefixes(twins)
         self.twins = twins
@@ -28,6 +36,9 @@ class App:
         self.started = False
         self.mock = MockApp(twins)
         self.control_prefix = control_prefix
+        self.control = ControlService(twins, origin or "http://127.0.0.1:8000")
+        self._origin_known = origin is not None
+        self.admin = AdminApi(self.control, admin_token, control_prefix + "/api")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -38,9 +49,19 @@ class App:
             return
         path: str = scope["path"]
         if path.startswith(self.control_prefix + "/") or path == self.control_prefix:
+            self._learn_origin(scope)
             await self._control(scope, receive, send)
             return
         await self.mock(scope, receive, send)
+
+    def _learn_origin(self, scope: Scope) -> None:
+        """Base URLs handed to agents use the address this server really listens on."""
+        server = scope.get("server")
+        if not self._origin_known and server:
+            host, port = server[0], server[1]
+            host = f"[{host}]" if ":" in str(host) else host
+            self.control.origin = f"{scope.get('scheme', 'http')}://{host}:{port}"
+            self._origin_known = True
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
@@ -70,11 +91,22 @@ class App:
 
     async def _control(self, scope: Scope, receive: Receive, send: Send) -> None:
         sub = scope["path"][len(self.control_prefix) :]
+        if sub == "/api" or sub.startswith("/api/"):
+            await self.admin(
+                {**scope, "root_path": scope.get("root_path", "") + self.control_prefix + "/api"},
+                receive,
+                send,
+            )
+            return
+        if sub == "/openapi.json":
+            await _json(send, 200, openapi_document(self.control_prefix + "/api"))
+            return
         if sub in ("/health", "/health/"):
             body: dict[str, Any] = {
                 "status": "ok",
                 "twins": [
                     {
+                        "name": t.name,
                         "title": t.spec.title,
                         "base_path": t.base_path or "/",
                         "operations": len(t.spec.operations),
@@ -146,4 +178,4 @@ def build_twins(settings: Settings, store: Store) -> list[TwinService]:
 
 def create_app(settings: Settings) -> App:
     store = open_store(settings.db)
-    return App(build_twins(settings, store), store)
+    return App(build_twins(settings, store), store, admin_token=settings.admin_token)

@@ -17,6 +17,7 @@ import orjson
 
 from apitwin.clock import VirtualClock
 from apitwin.config import TwinConfig, twin_for_spec
+from apitwin.errors import ConfigError
 from apitwin.generation import GenerationError, Generator
 from apitwin.http import InboundRequest, MockResponse
 from apitwin.matching import Match, MatchKind, Router
@@ -74,7 +75,10 @@ class TwinService:
         self.router = Router(spec.operations)
         self.generator = Generator(self.seed)
         self.connections = Connections(self.name, store, self.clock)
-        self.resource_map = infer_resources(spec, self.config.resources, self.config.operations)
+        try:
+            self.resource_map = infer_resources(spec, self.config.resources, self.config.operations)
+        except ValueError as exc:
+            raise ConfigError(f"twin {self.name!r}: {exc}") from None
         self.records = Records(
             self.name, store, self.resource_map, self.generator, self.clock, self.seed
         )

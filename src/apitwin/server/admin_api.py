@@ -1,0 +1,336 @@
+"""Admin REST API: the control service over JSON, for scripts and CI. A thin adapter only.
+
+Routes live under ``/_apitwin/api``; the OpenAPI document describing them is served at
+``/_apitwin/openapi.json`` and generated from the same route table, so it cannot drift.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route, Router
+
+from apitwin import __version__
+from apitwin.errors import ApitwinError, InvalidInputError
+from apitwin.service.control import ControlService
+
+Handler = Callable[[ControlService, Request, dict[str, Any]], Awaitable[tuple[int, Any]]]
+
+_ID = {"type": "string", "description": "connection handle '<twin>:<client id>'"}
+_OBJECT = {"type": "object"}
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    method: str
+    path: str
+    summary: str
+    handler: Handler
+    body: dict[str, Any] | None = None
+    query: dict[str, str] = field(default_factory=dict)
+
+
+def _json(status: int, value: Any) -> Response:
+    media = "application/problem+json" if status >= 400 else "application/json"
+    return Response(orjson.dumps(value), status_code=status, media_type=media)
+
+
+def problem(
+    status: int, detail: str, kind: str = "error", field_name: str | None = None
+) -> Response:
+    body: dict[str, Any] = {
+        "type": f"urn:apitwin:{kind}",
+        "title": kind.replace("_", " "),
+        "status": status,
+        "detail": detail,
+    }
+    if field_name:
+        body["field"] = field_name
+    return _json(status, body)
+
+
+async def _body(request: Request) -> dict[str, Any]:
+    raw = await request.body()
+    if not raw:
+        return {}
+    try:
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidInputError(f"the body is not valid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise InvalidInputError("the body must be a JSON object")
+    return value
+
+
+def _parent(request: Request) -> dict[str, str] | None:
+    raw = request.query_params.get("parent")
+    if not raw:
+        return None
+    resource, sep, parent_id = raw.partition("/")
+    if not sep or not parent_id:
+        raise InvalidInputError(
+            "parent must be '<resource>/<id>', e.g. projects/prj_123", field="parent"
+        )
+    return {resource: parent_id}
+
+
+def _limit(request: Request) -> int:
+    raw = request.query_params.get("limit", "20")
+    if not raw.isdigit():
+        raise InvalidInputError("limit must be a positive integer", field="limit")
+    return int(raw)
+
+
+_RESERVED = {"parent", "cursor", "limit", "twin", "resource"}
+
+
+async def list_connections(c: ControlService, r: Request, b: dict[str, Any]) -> tuple[int, Any]:
+    return 200, {"connections": c.list_connections(r.query_params.get("twin"))}
+
+
+async def connect(c: ControlService, r: Request, b: dict[str, Any]) -> tuple[int, Any]:
+    if not isinstance(b.get("client_id"), str):
+        raise InvalidInputError("client_id (string) is required", field="client_id")
+    view = await c.connect(
+        b["client_id"],
+        twin=b.get("twin"),
+        webhook_url=b.get("webhook_url"),
+        label=str(b.get("label") or ""),
+    )
+    return (201 if view.get("created") else 200), view
+
+
+async def reset(c: ControlService, r: Request, b: dict[str, Any]) -> tuple[int, Any]:
+    return 200, await c.reset_connection(r.path_params["cid"], reseed=b.get("reseed", True))
+
+
+async def describe(c: ControlService, r: Request, b: dict[str, Any]) -> tuple[int, Any]:
+    return 200, c.describe_api(r.path_params["cid"], r.query_params.get("resource"))
+
+
+async def list_records(c: ControlService, r: Request, b: dict[str, Any]) -> tuple[int, Any]:
+    filters = {k: v for k, v in r.query_params.items() if k not in _RESERVED}
+    return 200, await c.list_records(
+        r.path_params["cid"],
+        r.path_params["resource"],
+        parent=_parent(r),
+        filters=filters,
+        cursor=r.query_params.get("cursor"),
+        limit=_limit(r),
+    )
+
+
+async def create_record(c: ControlService, r: Request, b: dict[str, Any]) -> tuple[int, Any]:
+    data = b.get("data", {})
+    if not isinstance(data, dict):
+        raise InvalidInputError("data must be an object", field="data")
+    return 201, await c.create_record(
+        r.path_params["cid"], r.path_params["resource"], data, parent=b.get("parent")
+    )
+
+
+async def generate(c: ControlService, r: Request, b: dict[str, Any]) -> tuple[int, Any]:
+    count = b.get("count", 1)
+    if not isinstance(count, int) or isinstance(count, bool):
+        raise InvalidInputError("count must be an integer", field="count")
+    return 201, await c.generate_records(
+        r.path_params["cid"], r.path_params["resource"], count, parent=b.get("parent")
+    )
+
+
+async def get_record(c: ControlService, r: Request, b: dict[str, Any]) -> tuple[int, Any]:
+    p = r.path_params
+    return 200, await c.get_record(p["cid"], p["resource"], p["id"])
+
+
+async def update_record(c: ControlService, r: Request, b: dict[str, Any]) -> tuple[int, Any]:
+    p = r.path_params
+    changes = b.get("changes", {})
+    if not isinstance(changes, dict):
+        raise InvalidInputError("changes must be an object", field="changes")
+    return 200, await c.update_record(p["cid"], p["resource"], p["id"], changes)
+
+
+async def delete_record(c: ControlService, r: Request, b: dict[str, Any]) -> tuple[int, Any]:
+    p = r.path_params
+    return 200, await c.delete_record(p["cid"], p["resource"], p["id"])
+
+
+async def advance_clock(c: ControlService, r: Request, b: dict[str, Any]) -> tuple[int, Any]:
+    seconds = b.get("seconds")
+    if not isinstance(seconds, (int, float)) or isinstance(seconds, bool):
+        raise InvalidInputError("seconds (number) is required", field="seconds")
+    return 200, await c.advance_clock(r.path_params["cid"], float(seconds))
+
+
+_CONN = "/connections/{cid}"
+_REC = _CONN + "/records/{resource}"
+ENDPOINTS = [
+    Endpoint(
+        "GET", "/connections", "List connections", list_connections, query={"twin": "twin name"}
+    ),
+    Endpoint(
+        "POST",
+        "/connections",
+        "Connect: get or create the connection for a client id",
+        connect,
+        body={
+            "type": "object",
+            "required": ["client_id"],
+            "properties": {
+                "client_id": {"type": "string"},
+                "twin": {"type": "string"},
+                "webhook_url": {"type": "string"},
+                "label": {"type": "string"},
+            },
+        },
+    ),
+    Endpoint(
+        "POST",
+        _CONN + "/reset",
+        "Reset a connection to its seed data",
+        reset,
+        body={"type": "object", "properties": {"reseed": {"type": "boolean"}}},
+    ),
+    Endpoint(
+        "GET",
+        _CONN + "/describe",
+        "Describe the twin's resources and events",
+        describe,
+        query={"resource": "one resource only"},
+    ),
+    Endpoint(
+        "GET",
+        _REC,
+        "List records",
+        list_records,
+        query={
+            "parent": "'<resource>/<id>' for nested resources",
+            "cursor": "next_cursor",
+            "limit": "page size",
+            "<field>": "filter by a field's value",
+        },
+    ),
+    Endpoint(
+        "POST",
+        _REC,
+        "Create a record (emits its events)",
+        create_record,
+        body={"type": "object", "properties": {"data": _OBJECT, "parent": _OBJECT}},
+    ),
+    Endpoint(
+        "POST",
+        _REC + "/generate",
+        "Generate realistic records",
+        generate,
+        body={"type": "object", "properties": {"count": {"type": "integer"}, "parent": _OBJECT}},
+    ),
+    Endpoint("GET", _REC + "/{id}", "Read a record", get_record),
+    Endpoint(
+        "PATCH",
+        _REC + "/{id}",
+        "Change a record (JSON merge patch)",
+        update_record,
+        body={"type": "object", "properties": {"changes": _OBJECT}},
+    ),
+    Endpoint("DELETE", _REC + "/{id}", "Delete a record", delete_record),
+    Endpoint(
+        "POST",
+        _CONN + "/clock/advance",
+        "Advance the twin's virtual clock",
+        advance_clock,
+        body={
+            "type": "object",
+            "required": ["seconds"],
+            "properties": {"seconds": {"type": "number"}},
+        },
+    ),
+]
+
+
+class AdminApi:
+    """ASGI app for the admin routes, guarded by an optional bearer token."""
+
+    def __init__(self, control: ControlService, token: str | None, prefix: str) -> None:
+        self.control = control
+        self.token = token
+        self.prefix = prefix
+        self.router = Router([Route(e.path, self._wrap(e), methods=[e.method]) for e in ENDPOINTS])
+
+    def _wrap(self, endpoint: Endpoint) -> Callable[[Request], Awaitable[Response]]:
+        async def run(request: Request) -> Response:
+            if not self.authorized(request):
+                return problem(
+                    401,
+                    "this admin API needs 'Authorization: Bearer <admin token>'",
+                    "unauthorized",
+                )
+            try:
+                body = await _body(request) if request.method in ("POST", "PATCH") else {}
+                status, value = await endpoint.handler(self.control, request, body)
+            except ApitwinError as exc:
+                return problem(exc.status, exc.message, exc.kind, exc.field)
+            return _json(status, value)
+
+        return run
+
+    def authorized(self, request: Request) -> bool:
+        if not self.token:
+            return True
+        kind, _, value = request.headers.get("authorization", "").partition(" ")
+        return kind.lower() == "bearer" and secrets.compare_digest(value.strip(), self.token)
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        await self.router(scope, receive, send)
+
+
+def openapi_document(prefix: str) -> dict[str, Any]:
+    paths: dict[str, Any] = {}
+    for endpoint in ENDPOINTS:
+        operation: dict[str, Any] = {
+            "summary": endpoint.summary,
+            "operationId": endpoint.handler.__name__,
+            "responses": {
+                "200": {"description": "OK", "content": {"application/json": {"schema": _OBJECT}}},
+                "default": {
+                    "description": "Problem (RFC 9457)",
+                    "content": {"application/problem+json": {"schema": _OBJECT}},
+                },
+            },
+        }
+        params = [
+            {
+                "name": name,
+                "in": "path",
+                "required": True,
+                "schema": _ID if name == "cid" else {"type": "string"},
+            }
+            for name in _path_names(endpoint.path)
+        ]
+        params += [
+            {"name": name, "in": "query", "description": text, "schema": {"type": "string"}}
+            for name, text in endpoint.query.items()
+            if not name.startswith("<")
+        ]
+        if params:
+            operation["parameters"] = params
+        if endpoint.body is not None:
+            operation["requestBody"] = {"content": {"application/json": {"schema": endpoint.body}}}
+        paths.setdefault(prefix + endpoint.path, {})[endpoint.method.lower()] = operation
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "apitwin admin API", "version": __version__},
+        "components": {"securitySchemes": {"admin": {"type": "http", "scheme": "bearer"}}},
+        "security": [{"admin": []}],
+        "paths": paths,
+    }
+
+
+def _path_names(path: str) -> list[str]:
+    return [part[1:-1] for part in path.split("/") if part.startswith("{")]
