@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import ipaddress
 import os
 import sys
@@ -61,6 +62,14 @@ def _parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="serve the bundled example twin")
     _server_options(demo)
+
+    mcp = sub.add_parser("mcp", help="MCP over stdio, driving a running apitwin server")
+    mcp.add_argument(
+        "--server",
+        default="http://127.0.0.1:8000",
+        help="apitwin server to drive (default http://127.0.0.1:8000)",
+    )
+    mcp.add_argument("--admin-token", help="its admin token (env APITWIN_ADMIN_TOKEN)")
     return parser
 
 
@@ -101,6 +110,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_check(args)
         if args.command in ("serve", "demo"):
             return cmd_serve(settings_from(args))
+        if args.command == "mcp":
+            return cmd_mcp(args)
     except SpecError as exc:
         print(f"apitwin: cannot serve this spec; {len(exc.problems)} problem(s):", file=sys.stderr)
         for problem in exc.problems:
@@ -197,6 +208,16 @@ def cmd_check(args: argparse.Namespace) -> int:
         raise ApitwinError("name a SPEC file to check, or --config apitwin.yaml")
     spec = load_spec(args.spec, spec_root=args.spec_root)
     print(describe_spec(spec))
+    return 0
+
+
+def cmd_mcp(args: argparse.Namespace) -> int:
+    from apitwin.mcp_tools import build_server
+    from apitwin.remote import RemoteControl
+
+    token = args.admin_token or os.environ.get(TOKEN_ENV)
+    server = build_server(RemoteControl(args.server, token))
+    asyncio.run(server.run_stdio_async())
     return 0
 
 

@@ -91,7 +91,7 @@ _RESERVED = {"parent", "cursor", "limit", "twin", "resource"}
 
 
 async def list_connections(c: ControlService, r: Request, b: dict[str, Any]) -> tuple[int, Any]:
-    return 200, {"connections": c.list_connections(r.query_params.get("twin"))}
+    return 200, {"connections": await c.list_connections(r.query_params.get("twin"))}
 
 
 async def connect(c: ControlService, r: Request, b: dict[str, Any]) -> tuple[int, Any]:
@@ -111,7 +111,7 @@ async def reset(c: ControlService, r: Request, b: dict[str, Any]) -> tuple[int, 
 
 
 async def describe(c: ControlService, r: Request, b: dict[str, Any]) -> tuple[int, Any]:
-    return 200, c.describe_api(r.path_params["cid"], r.query_params.get("resource"))
+    return 200, await c.describe_api(r.path_params["cid"], r.query_params.get("resource"))
 
 
 async def list_records(c: ControlService, r: Request, b: dict[str, Any]) -> tuple[int, Any]:
@@ -281,9 +281,13 @@ class AdminApi:
         return run
 
     def authorized(self, request: Request) -> bool:
+        return self.authorized_scope(request.scope)
+
+    def authorized_scope(self, scope: Any) -> bool:
         if not self.token:
             return True
-        kind, _, value = request.headers.get("authorization", "").partition(" ")
+        header = next((v for k, v in scope["headers"] if k == b"authorization"), b"")
+        kind, _, value = header.decode("latin-1").partition(" ")
         return kind.lower() == "bearer" and secrets.compare_digest(value.strip(), self.token)
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from contextlib import AsyncExitStack
 from typing import Any
 
 import orjson
 
 from apitwin.config import Settings
 from apitwin.errors import ConfigError
+from apitwin.mcp_tools import build_server
 from apitwin.server.admin_api import AdminApi, openapi_document
 from apitwin.server.mock import MockApp, Receive, Scope, Send
 from apitwin.service.control import ControlService
@@ -16,6 +18,7 @@ from apitwin.spec.loader import load_spec
 from apitwin.state.store import Store
 
 CONTROL_PREFIX = "/_apitwin"
+MCP_PATH = "/mcp"
 
 
 class App:
@@ -29,6 +32,7 @@ class App:
         control_prefix: str = CONTROL_PREFIX,
         admin_token: str | None = None,
         origin: str | None = None,
+        host: str = "127.0.0.1",
     ) -> None:
         check_prefixes(twins)
         self.twins = twins
@@ -39,6 +43,9 @@ class App:
         self.control = ControlService(twins, origin or "http://127.0.0.1:8000")
         self._origin_known = origin is not None
         self.admin = AdminApi(self.control, admin_token, control_prefix + "/api")
+        self.mcp = build_server(self.control)
+        self.mcp_app = self.mcp.streamable_http_app(streamable_http_path=MCP_PATH, host=host)
+        self._exit = AsyncExitStack()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -51,6 +58,22 @@ class App:
         if path.startswith(self.control_prefix + "/") or path == self.control_prefix:
             self._learn_origin(scope)
             await self._control(scope, receive, send)
+            return
+        if path == MCP_PATH or path.startswith(MCP_PATH + "/"):
+            self._learn_origin(scope)
+            if not self.admin.authorized_scope(scope):
+                await _json(
+                    send,
+                    401,
+                    {
+                        "type": "urn:apitwin:unauthorized",
+                        "status": 401,
+                        "title": "unauthorized",
+                        "detail": "MCP needs 'Authorization: Bearer <admin token>'",
+                    },
+                )
+                return
+            await self.mcp_app(scope, receive, send)
             return
         await self.mock(scope, receive, send)
 
@@ -85,8 +108,10 @@ class App:
         await self.store.open()
         for twin in self.twins:
             await twin.start()
+        await self._exit.enter_async_context(self.mcp.session_manager.run())
 
     async def shutdown(self) -> None:
+        await self._exit.aclose()
         await self.store.close()
 
     async def _control(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -178,4 +203,6 @@ def build_twins(settings: Settings, store: Store) -> list[TwinService]:
 
 def create_app(settings: Settings) -> App:
     store = open_store(settings.db)
-    return App(build_twins(settings, store), store, admin_token=settings.admin_token)
+    return App(
+        build_twins(settings, store), store, admin_token=settings.admin_token, host=settings.host
+    )

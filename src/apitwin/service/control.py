@@ -101,7 +101,7 @@ class ControlService:
             connection = existing
         return self._connection_view(Handle(target, connection), reveal=created, created=created)
 
-    def list_connections(self, twin: str | None = None) -> list[dict[str, Any]]:
+    async def list_connections(self, twin: str | None = None) -> list[dict[str, Any]]:
         twins = [self.twin(twin)] if twin else list(self.twins.values())
         return [
             self._connection_view(Handle(t, c), reveal=False)
@@ -159,7 +159,7 @@ class ControlService:
 
     # -- describe ------------------------------------------------------------------------------
 
-    def describe_api(self, connection_id: str, resource: str | None = None) -> dict[str, Any]:
+    async def describe_api(self, connection_id: str, resource: str | None = None) -> dict[str, Any]:
         handle = self.handle(connection_id)
         twin = handle.twin
         resources = twin.resource_map.resources

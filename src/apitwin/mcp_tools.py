@@ -1,0 +1,265 @@
+"""MCP server: workflow-level tools over the control service (a thin adapter only).
+
+Every tool takes an explicit ``connection_id`` handle returned by ``connect`` (no hidden session
+state). A handle is ``"<twin>:<client id>"`` for this server, or ``"<twin>:<client id>@<server
+URL>"`` for a connection on another apitwin server reached through its admin API.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable
+from typing import Annotated, Any, Protocol
+
+from mcp.server import MCPServer
+from mcp.server.mcpserver.exceptions import ToolError
+from mcp.types import ToolAnnotations
+from pydantic import Field
+
+from apitwin import __version__
+from apitwin.errors import ApitwinError
+
+INSTRUCTIONS = (
+    "apitwin runs working twins of partner platforms. Call connect(client_id) first; every other "
+    "tool takes the connection_id it returns. describe_api(connection_id) lists the resources, "
+    "their fields and events. Records you create or change emit the platform's webhooks."
+)
+
+ConnectionId = Annotated[str, Field(description="Handle returned by connect()")]
+ResourceName = Annotated[str, Field(description="Resource name from describe_api, e.g. 'projects'")]
+Parent = Annotated[
+    dict[str, str] | None,
+    Field(description='For nested resources: the parent\'s id, e.g. {"projects": "prj_123"}'),
+]
+
+
+class Control(Protocol):
+    """What the tools need; ControlService in-process, RemoteControl over the admin API."""
+
+    async def connect(
+        self,
+        client_id: str,
+        *,
+        twin: str | None = None,
+        webhook_url: str | None = None,
+        label: str = "",
+    ) -> dict[str, Any]: ...
+    async def list_connections(self, twin: str | None = None) -> list[dict[str, Any]]: ...
+    async def reset_connection(
+        self, connection_id: str, *, reseed: bool = True
+    ) -> dict[str, Any]: ...
+    async def describe_api(
+        self, connection_id: str, resource: str | None = None
+    ) -> dict[str, Any]: ...
+    async def list_records(
+        self,
+        connection_id: str,
+        resource: str,
+        *,
+        parent: dict[str, str] | None = None,
+        filters: dict[str, Any] | None = None,
+        cursor: str | None = None,
+        limit: int = 20,
+    ) -> dict[str, Any]: ...
+    async def get_record(
+        self, connection_id: str, resource: str, record_id: str
+    ) -> dict[str, Any]: ...
+    async def create_record(
+        self,
+        connection_id: str,
+        resource: str,
+        data: dict[str, Any],
+        *,
+        parent: dict[str, str] | None = None,
+    ) -> dict[str, Any]: ...
+    async def update_record(
+        self, connection_id: str, resource: str, record_id: str, changes: dict[str, Any]
+    ) -> dict[str, Any]: ...
+    async def delete_record(
+        self, connection_id: str, resource: str, record_id: str
+    ) -> dict[str, Any]: ...
+    async def generate_records(
+        self, connection_id: str, resource: str, count: int, *, parent: dict[str, str] | None = None
+    ) -> dict[str, Any]: ...
+    async def advance_clock(self, connection_id: str, seconds: float) -> dict[str, Any]: ...
+
+
+READ = ToolAnnotations(read_only_hint=True, open_world_hint=False)
+ADD = ToolAnnotations(
+    read_only_hint=False, destructive_hint=False, idempotent_hint=False, open_world_hint=False
+)
+CHANGE = ToolAnnotations(
+    read_only_hint=False, destructive_hint=False, idempotent_hint=True, open_world_hint=False
+)
+REMOVE = ToolAnnotations(
+    read_only_hint=False, destructive_hint=True, idempotent_hint=True, open_world_hint=False
+)
+
+
+class Router:
+    """Finds the control service a handle belongs to: this server's, or a remote one."""
+
+    def __init__(self, local: Control | None) -> None:
+        self.local = local
+        self.remote: dict[str, Control] = {}
+
+    def for_server(self, server_url: str | None) -> Control:
+        if server_url:
+            from apitwin.remote import RemoteControl
+
+            url = server_url.rstrip("/")
+            if url not in self.remote:
+                self.remote[url] = RemoteControl(url)
+            return self.remote[url]
+        if self.local is None:
+            raise ToolError(
+                "this MCP server runs no twin itself: pass server_url to connect(), "
+                "e.g. http://127.0.0.1:8000"
+            )
+        return self.local
+
+    def split(self, connection_id: str) -> tuple[Control, str]:
+        handle, at, server = connection_id.partition("@")
+        return self.for_server(server if at else None), handle
+
+
+def _fail(exc: ApitwinError) -> ToolError:
+    return ToolError(exc.message)
+
+
+def build_server(local: Control | None) -> MCPServer:
+    mcp = MCPServer("apitwin", version=__version__, instructions=INSTRUCTIONS)
+    router = Router(local)
+
+    def remote_id(view: dict[str, Any], server_url: str | None) -> dict[str, Any]:
+        if server_url:
+            view = {**view, "connection_id": f"{view['connection_id']}@{server_url.rstrip('/')}"}
+        return view
+
+    @mcp.tool(annotations=CHANGE)
+    async def connect(
+        client_id: Annotated[str, Field(description="Client id of the integration environment")],
+        server_url: Annotated[str | None, Field(description="Another apitwin server")] = None,
+        twin: Annotated[
+            str | None, Field(description="Twin name when a server runs several")
+        ] = None,
+        webhook_url: Annotated[str | None, Field(description="Where webhooks go")] = None,
+    ) -> dict[str, Any]:
+        """Connect to a twin with a client id; creates the connection when it does not exist.
+
+        Returns connection_id (pass it to every other tool), the base URL and credentials to
+        give the system under test (secrets in full only when just created), and the webhook
+        target.
+        """
+        try:
+            view = await router.for_server(server_url).connect(
+                client_id, twin=twin, webhook_url=webhook_url
+            )
+        except ApitwinError as exc:
+            raise _fail(exc) from None
+        return remote_id(view, server_url)
+
+    @mcp.tool(annotations=READ)
+    async def list_connections(
+        server_url: Annotated[str | None, Field(description="Another apitwin server")] = None,
+    ) -> dict[str, Any]:
+        """List the connections of every twin (secrets masked)."""
+        control = router.for_server(server_url)
+        views = await control.list_connections()
+        return {"connections": [remote_id(c, server_url) for c in views]}
+
+    @mcp.tool(annotations=REMOVE)
+    async def reset_connection(connection_id: ConnectionId) -> dict[str, Any]:
+        """Delete all records of the connection and restore its seed data."""
+        control, handle = router.split(connection_id)
+        return await _call(control.reset_connection(handle))
+
+    @mcp.tool(annotations=READ)
+    async def describe_api(
+        connection_id: ConnectionId,
+        resource: Annotated[str | None, Field(description="Only this resource")] = None,
+    ) -> dict[str, Any]:
+        """The twin's resources (fields, required, enums, parent), actions and events."""
+        control, handle = router.split(connection_id)
+        return await _call(control.describe_api(handle, resource))
+
+    @mcp.tool(annotations=READ)
+    async def list_records(
+        connection_id: ConnectionId,
+        resource: ResourceName,
+        parent: Parent = None,
+        filters: Annotated[dict[str, Any] | None, Field(description="field -> value")] = None,
+        cursor: Annotated[str | None, Field(description="next_cursor of the previous page")] = None,
+        limit: Annotated[int, Field(ge=1, le=100)] = 20,
+    ) -> dict[str, Any]:
+        """List records of a resource, e.g. experts submitted to a project (newest last)."""
+        control, handle = router.split(connection_id)
+        return await _call(
+            control.list_records(
+                handle, resource, parent=parent, filters=filters, cursor=cursor, limit=limit
+            )
+        )
+
+    @mcp.tool(annotations=READ)
+    async def get_record(
+        connection_id: ConnectionId, resource: ResourceName, record_id: str
+    ) -> dict[str, Any]:
+        """Read one record."""
+        control, handle = router.split(connection_id)
+        return await _call(control.get_record(handle, resource, record_id))
+
+    @mcp.tool(annotations=ADD)
+    async def create_record(
+        connection_id: ConnectionId,
+        resource: ResourceName,
+        data: Annotated[dict[str, Any], Field(description="Fields; see describe_api")],
+        parent: Parent = None,
+    ) -> dict[str, Any]:
+        """Create a record as the partner platform would (emits its webhook events)."""
+        control, handle = router.split(connection_id)
+        return await _call(control.create_record(handle, resource, data, parent=parent))
+
+    @mcp.tool(annotations=CHANGE)
+    async def update_record(
+        connection_id: ConnectionId, resource: ResourceName, record_id: str, changes: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Change fields of a record (JSON merge patch; null removes a field)."""
+        control, handle = router.split(connection_id)
+        return await _call(control.update_record(handle, resource, record_id, changes))
+
+    @mcp.tool(annotations=REMOVE)
+    async def delete_record(
+        connection_id: ConnectionId, resource: ResourceName, record_id: str
+    ) -> dict[str, Any]:
+        """Delete a record."""
+        control, handle = router.split(connection_id)
+        return await _call(control.delete_record(handle, resource, record_id))
+
+    @mcp.tool(annotations=ADD)
+    async def generate_records(
+        connection_id: ConnectionId,
+        resource: ResourceName,
+        count: Annotated[int, Field(ge=1, le=1000)] = 5,
+        parent: Parent = None,
+    ) -> dict[str, Any]:
+        """Create realistic generated records."""
+        control, handle = router.split(connection_id)
+        return await _call(control.generate_records(handle, resource, count, parent=parent))
+
+    @mcp.tool(annotations=CHANGE)
+    async def advance_clock(
+        connection_id: ConnectionId,
+        seconds: Annotated[float, Field(gt=0, description="How far to move the twin's clock")],
+    ) -> dict[str, Any]:
+        """Move the twin's virtual clock forward, so due retries and scheduled events run now."""
+        control, handle = router.split(connection_id)
+        return await _call(control.advance_clock(handle, seconds))
+
+    return mcp
+
+
+async def _call(awaitable: Awaitable[dict[str, Any]]) -> dict[str, Any]:
+    try:
+        result = await awaitable
+    except ApitwinError as exc:
+        raise _fail(exc) from None
+    return dict(result)
