@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from contextlib import AsyncExitStack
+import asyncio
 from typing import Any
 
 import orjson
 
 from apitwin.config import Settings
 from apitwin.errors import ConfigError
-from apitwin.mcp_tools import build_server
 from apitwin.server.admin_api import AdminApi, openapi_document
 from apitwin.server.mock import MockApp, Receive, Scope, Send
 from apitwin.service.control import ControlService
@@ -19,6 +18,49 @@ from apitwin.state.store import Store
 
 CONTROL_PREFIX = "/_apitwin"
 MCP_PATH = "/mcp"
+MCP_READY_TIMEOUT = 30.0
+
+
+class McpRunner:
+    """The MCP endpoint, built in the background after start-up.
+
+    Importing the MCP SDK costs about a second; the twin answers its API meanwhile, and MCP
+    requests that arrive early wait until it is ready.
+    """
+
+    def __init__(self, control: ControlService, host: str) -> None:
+        self.control = control
+        self.host = host
+        self.ready = asyncio.Event()
+        self.stopping = asyncio.Event()
+        self.app: Any = None
+        self.task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self.task = asyncio.create_task(self._run())
+
+    async def _run(self) -> None:
+        build_server = await asyncio.to_thread(_import_mcp)
+        server = build_server(self.control)
+        self.app = server.streamable_http_app(streamable_http_path=MCP_PATH, host=self.host)
+        async with server.session_manager.run():
+            self.ready.set()
+            await self.stopping.wait()
+
+    async def stop(self) -> None:
+        self.stopping.set()
+        if self.task is not None:
+            await self.task
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await asyncio.wait_for(self.ready.wait(), MCP_READY_TIMEOUT)
+        await self.app(scope, receive, send)
+
+
+def _import_mcp() -> Any:
+    from apitwin.mcp_tools import build_server
+
+    return build_server
 
 
 class App:
@@ -43,9 +85,7 @@ class App:
         self.control = ControlService(twins, origin or "http://127.0.0.1:8000")
         self._origin_known = origin is not None
         self.admin = AdminApi(self.control, admin_token, control_prefix + "/api")
-        self.mcp = build_server(self.control)
-        self.mcp_app = self.mcp.streamable_http_app(streamable_http_path=MCP_PATH, host=host)
-        self._exit = AsyncExitStack()
+        self.mcp = McpRunner(self.control, host)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -73,7 +113,7 @@ class App:
                     },
                 )
                 return
-            await self.mcp_app(scope, receive, send)
+            await self.mcp(scope, receive, send)
             return
         await self.mock(scope, receive, send)
 
@@ -108,10 +148,10 @@ class App:
         await self.store.open()
         for twin in self.twins:
             await twin.start()
-        await self._exit.enter_async_context(self.mcp.session_manager.run())
+        self.mcp.start()
 
     async def shutdown(self) -> None:
-        await self._exit.aclose()
+        await self.mcp.stop()
         await self.store.close()
 
     async def _control(self, scope: Scope, receive: Receive, send: Send) -> None:

@@ -247,6 +247,9 @@ class DocumentRegistry:
 
     def target(self, base_uri: str, ref: str) -> tuple[str, str]:
         """The (document URI, pointer) a `$ref` written in ``base_uri`` points at."""
+        if ref.startswith("#"):
+            # Same-document references are most of them in big specs: skip urljoin.
+            return base_uri.split("#", 1)[0], unquote(ref[1:])
         absolute = urljoin(base_uri, ref)
         uri, fragment = urldefrag(absolute)
         return uri, unquote(fragment)
