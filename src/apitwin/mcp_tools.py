@@ -127,7 +127,7 @@ def _fail(exc: ApitwinError) -> ToolError:
 
 
 def build_server(local: Control | None) -> MCPServer:
-    mcp = MCPServer("apitwin", version=__version__, instructions=INSTRUCTIONS)
+    mcp = MCPServer("apitwin", version=__version__, instructions=INSTRUCTIONS, log_level="WARNING")
     router = Router(local)
 
     def remote_id(view: dict[str, Any], server_url: str | None) -> dict[str, Any]:

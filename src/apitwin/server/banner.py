@@ -33,5 +33,12 @@ def banner(app: App, settings: Settings) -> str:
             if default.client_id in twin.connections.created_now or not first.security:
                 lines.append(f"  try        curl {auth}{origin}{twin.base_path}{first.path}")
     lines.append("")
+    lines.append(f"MCP          {origin}/mcp")
+    auth = (
+        f" --header 'Authorization: Bearer {settings.admin_token}'" if settings.admin_token else ""
+    )
+    lines.append(f"  claude mcp add --transport http apitwin {origin}/mcp{auth}")
+    lines.append(f"admin API    {origin}/_apitwin/api  (OpenAPI: {origin}/_apitwin/openapi.json)")
+    lines.append("")
     lines.append("secrets are shown in full only when created; press Ctrl+C to stop")
     return "\n".join(lines)
