@@ -214,7 +214,7 @@ _CODE_WORDS = {
     409: ("conflict", "already_exists"),
     413: ("payload_too_large", "request_too_large"),
     415: ("unsupported_media_type",),
-    422: ("invalid_request", "validation_error", "unprocessable_entity"),
+    422: ("validation_failed", "validation_error", "invalid_request", "unprocessable_entity"),
     429: ("rate_limited", "too_many_requests", "rate_limit_exceeded"),
     500: ("internal", "internal_error", "server_error"),
     503: ("unavailable", "service_unavailable"),

@@ -68,3 +68,28 @@ class SubValidators:
             )
             self._cache[path] = found
         return bool(found.is_valid(value))
+
+
+def keyword(root: dict[str, Any], node: Any, key: str, default: Any = None) -> Any:
+    """A keyword of a schema, looked up on the node first (3.1 allows siblings of `$ref`)."""
+    for _ in range(_MAX_HOPS):
+        if not isinstance(node, dict):
+            return default
+        if key in node:
+            return node[key]
+        ref = node.get("$ref")
+        if not isinstance(ref, str) or not ref.startswith("#/$defs/"):
+            return default
+        node = root.get("$defs", {}).get(ref[len("#/$defs/") :], {})
+    return default
+
+
+def allows_null(root: dict[str, Any], node: Any) -> bool:
+    kind = keyword(root, node, "type")
+    if kind == "null" or (isinstance(kind, list) and "null" in kind):
+        return True
+    target = deref(root, node)
+    branches = (
+        (target.get("anyOf") or target.get("oneOf") or []) if isinstance(target, dict) else []
+    )
+    return any(allows_null(root, branch) for branch in branches if branch is not target)

@@ -99,11 +99,12 @@ def check_security(
         else:
             return SecurityOutcome(True, tuple(found))
     return SecurityOutcome(
-        False, reason="; ".join(dict.fromkeys(reasons)), challenge=_challenge(op, schemes)
+        False, reason="; ".join(dict.fromkeys(reasons)), challenge=challenge_for(op, schemes)
     )
 
 
-def _challenge(op: Operation, schemes: Mapping[str, SecurityScheme]) -> str:
+def challenge_for(op: Operation, schemes: Mapping[str, SecurityScheme]) -> str:
+    """The WWW-Authenticate challenge matching the operation's own schemes."""
     for alternative in op.security:
         for name in alternative:
             scheme = schemes.get(name)

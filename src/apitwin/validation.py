@@ -133,6 +133,10 @@ def _validate_parameter(
         value = P.deserialize_cookie(param, request.cookies.get(param.name))
         target = outcome.request.cookies
     if value is P.MISSING:
+        default = param.schema.json.get("default", P.MISSING) if param.schema else P.MISSING
+        if default is not P.MISSING and not param.required:
+            target[param.name] = default  # what the server assumes when the caller omits it
+            return
         if param.required:
             outcome.violations.append(
                 Violation(

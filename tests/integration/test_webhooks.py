@@ -16,6 +16,7 @@ from typing import Any
 
 import anyio
 import httpx2
+import jsonschema
 import pytest
 import stripe
 from standardwebhooks.webhooks import Webhook
@@ -25,10 +26,15 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from apitwin.clock import VirtualClock
+from apitwin.generation import Generator
+from apitwin.spec.loader import load_spec
+from apitwin.spec.resources import infer_resources
 from apitwin.state.sqlite import SQLiteStore
 from apitwin.state.store import Key, Merge, Put, StoreError
 from apitwin.webhooks.delivery import MIN_LEASE, Dispatcher
+from apitwin.webhooks.events import catalogue
 from apitwin.webhooks.outbox import (
+    ChangeEvents,
     Outbox,
     PayloadTooLargeError,
     QueueFullError,
@@ -36,11 +42,13 @@ from apitwin.webhooks.outbox import (
 )
 from apitwin.webhooks.safety import AllowList
 from apitwin.webhooks.signing import mask_secret
+
 from conftest import serve
 
 pytestmark = pytest.mark.anyio
 
 T0 = 1_700_000_000.0
+EXAMPLE = Path(__file__).resolve().parents[2] / "src/apitwin/examples/expert-network/openapi.yaml"
 CONN = "acme"
 TWIN = "twin"
 
@@ -213,6 +221,14 @@ async def test_rotation_sends_two_signatures_that_both_verify(
     later = receiver.requests[1]
     ts = int(later.headers["webhook-timestamp"])
     assert later.headers["webhook-signature"] == sw_signature(new, msg_id, ts, later.body)
+
+    newest = await rig.outbox.rotate_secret(CONN, endpoint.id)  # `old` stays retired
+    msg_id = await rig.outbox.emit(CONN, "project.updated", {"n": 3})
+    await rig.dispatcher.run_due()
+    last = receiver.requests[2]
+    ts = int(last.headers["webhook-timestamp"])
+    expected = [sw_signature(s, msg_id, ts, last.body) for s in (newest, new)]
+    assert last.headers["webhook-signature"].split(" ") == expected
 
 
 # -- retries under the virtual clock ----------------------------------------------------------
@@ -446,6 +462,40 @@ async def test_the_outbox_commits_with_the_state_change(
     assert len(ops) == 1  # no endpoint subscribes: the message alone, for the log
 
 
+@dataclass
+class Change:
+    resource: str
+    verb: str
+    record: dict[str, Any]
+    connection: str
+
+
+async def test_record_changes_emit_their_events_in_the_same_batch(
+    rig_factory: Any, store: SQLiteStore, receiver: Receiver
+) -> None:
+    spec = load_spec(EXAMPLE)
+    resources = infer_resources(spec)
+    events = catalogue(spec, resources)
+    rig = rig_factory(VirtualClock())
+    emit = ChangeEvents(rig.outbox, events, Generator(3), seed=3)
+    await rig.outbox.add_endpoint(CONN, receiver.url())
+    schema = resources.resources["experts"].schema
+    assert schema is not None
+    record = Generator(1).generate(schema.json, direction="response")
+    record_key = Key(TWIN, CONN, "record:experts", record["id"])
+    ops = await emit(Change("experts", "shortlisted", record, CONN))
+    await store.write([Put(record_key, record), *ops])
+    await rig.dispatcher.run_due()
+    [got] = receiver.requests
+    body = json.loads(got.body)
+    assert body["type"] == "expert.shortlisted" and body["data"]["object"] == record
+    assert events["expert.shortlisted"].schema is not None
+    jsonschema.validate(body, events["expert.shortlisted"].schema.json)
+    assert await emit(Change("experts", "archived", record, CONN)) == []
+    full = ChangeEvents(Outbox(store, TWIN, rig.clock, max_pending=0), events, Generator(3))
+    assert await full(Change("experts", "shortlisted", record, CONN)) == []  # skipped, logged
+
+
 async def test_restart_delivers_every_message_at_least_once(
     tmp_path: Path, receiver: Receiver
 ) -> None:
@@ -581,7 +631,7 @@ async def test_the_log_masks_secrets_and_truncates_bodies(
 async def test_list_filter_and_redeliver_failed(rig_factory: Any, receiver: Receiver) -> None:
     rig = rig_factory(retry_schedule="github")  # one attempt, no automatic retry
     receiver.statuses = [500, 500]
-    first, _ = await rig.outbox.add_endpoint(CONN, receiver.url("/one"), scheme="github")
+    await rig.outbox.add_endpoint(CONN, receiver.url("/one"), scheme="github")
     second, _ = await rig.outbox.add_endpoint(CONN, receiver.url("/two"), events=["call.*"])
     await rig.outbox.emit(CONN, "project.created", {})
     await rig.outbox.emit(CONN, "call.completed", {})
@@ -611,7 +661,9 @@ async def test_list_filter_and_redeliver_failed(rig_factory: Any, receiver: Rece
 async def test_callbacks_go_to_their_url_unsigned(rig_factory: Any, receiver: Receiver) -> None:
     rig = rig_factory()
     url = receiver.url("/callbacks/data")
-    await rig.outbox.emit("cb-conn", "post_streams.onData", {"userData": "x"}, url=url, method="put")
+    await rig.outbox.emit(
+        "cb-conn", "post_streams.onData", {"userData": "x"}, url=url, method="put"
+    )
     await rig.dispatcher.run_due()
     [got] = receiver.requests
     assert got.path == "/callbacks/data" and json.loads(got.body) == {"userData": "x"}

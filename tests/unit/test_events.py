@@ -203,7 +203,7 @@ def test_config_declares_events_and_corrects_spec_ones(example: Any) -> None:
 
 def test_config_errors_name_the_entry(example: Any) -> None:
     spec, resources, _ = example
-    with pytest.raises(ConfigError, match="events.x: unknown key"):
+    with pytest.raises(ConfigError, match=r"events\.x: unknown key"):
         catalogue(spec, resources, {"x": {"schema": {}, "when": "always"}})
     with pytest.raises(ConfigError, match="no resource is named 'invoices'"):
         catalogue(spec, resources, {"x": {"resource": "invoices"}})

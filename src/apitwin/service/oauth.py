@@ -23,6 +23,18 @@ class TokenResult:
     connection: Connection | None = None
 
 
+def flow_scopes(spec: Spec) -> tuple[str, ...]:
+    return tuple(
+        dict.fromkeys(
+            scope
+            for scheme in spec.security_schemes.values()
+            for flow in scheme.flows
+            if flow.kind == "clientCredentials"
+            for scope in flow.scopes
+        )
+    )
+
+
 def token_paths(spec: Spec) -> set[str]:
     """Paths the token endpoint answers at: as written, and under the base path."""
     paths: set[str] = set()
@@ -60,7 +72,10 @@ def _error(status: int, code: str, description: str) -> TokenResult:
     return TokenResult(status, {"error": code, "error_description": description})
 
 
-async def issue(request: InboundRequest, connections: Connections) -> TokenResult:
+async def issue(
+    request: InboundRequest, connections: Connections, scopes: tuple[str, ...] = ()
+) -> TokenResult:
+    """Issue a token; without a requested scope, every scope the spec's flow declares."""
     form = _form(request)
     grant = form.get("grant_type", "")
     if grant != "client_credentials":
@@ -82,5 +97,6 @@ async def issue(request: InboundRequest, connections: Connections) -> TokenResul
     connection = connections.authenticate_client(client_id, secret)
     if connection is None:
         return _error(401, "invalid_client", f"unknown client {client_id!r} or wrong client_secret")
-    body = await connections.issue_token(connection, form.get("scope", ""))
+    granted = form.get("scope") or " ".join(scopes)
+    body = await connections.issue_token(connection, granted)
     return TokenResult(200, body, connection)

@@ -19,7 +19,7 @@ from typing import Any
 from apitwin.clock import VirtualClock
 from apitwin.errors import ApitwinError, InvalidInputError, NotFoundError
 from apitwin.generation import Generator
-from apitwin.schemanav import SubValidators, deref, properties
+from apitwin.schemanav import SubValidators, allows_null, deref, keyword, properties
 from apitwin.spec.resources import Resource, ResourceMap
 from apitwin.state.store import (
     Delete,
@@ -37,6 +37,7 @@ from apitwin.state.store import (
 )
 
 MAX_PAGE = 1000
+_ABSENT = object()
 _STATUS_FIELDS = ("status", "state")
 
 
@@ -101,11 +102,30 @@ class Records:
     async def get(self, conn: str, resource: Resource, record_id: str) -> Item | None:
         return await self.store.get(self.scope(conn, resource).key(record_id))
 
-    async def require(self, conn: str, resource: Resource, record_id: str) -> Item:
+    async def require(
+        self, conn: str, resource: Resource, record_id: str, parent_id: str | None = None
+    ) -> Item:
+        """The record, which must exist (and, given ``parent_id``, belong to that parent)."""
         item = await self.get(conn, resource, record_id)
-        if item is None:
-            raise NotFoundError(f"no {resource.singular} {record_id!r}", field=resource.id_field)
+        wrong_parent = (
+            parent_id is not None
+            and resource.parent is not None
+            and (item is not None and item.parent != self.parent_key(conn, resource, parent_id))
+        )
+        if item is None or wrong_parent:
+            where = f" under {resource.parent} {parent_id!r}" if wrong_parent else ""
+            raise NotFoundError(
+                f"no {resource.singular} {record_id!r}{where}", field=resource.id_field
+            )
         return item
+
+    async def require_parent(self, conn: str, resource: Resource, parent_id: str | None) -> None:
+        """A nested resource's parent must exist (when the twin can know: it has operations)."""
+        if parent_id is None or resource.parent is None or not self._parent_known(resource):
+            return
+        parent = self.resource(resource.parent)
+        if await self.get(conn, parent, parent_id) is None:
+            raise NotFoundError(f"no {parent.singular} {parent_id!r}", field=parent.id_field)
 
     # -- list ----------------------------------------------------------------------------------
 
@@ -150,7 +170,10 @@ class Records:
 
         A caller-chosen id that exists is a conflict, unless ``upsert`` (then it is replaced).
         """
-        record = self.build(resource, dict(body), parent_id, complete)
+        fields = dict(body)
+        if fields.get(resource.id_field) in (None, ""):
+            fields[resource.id_field] = await self.next_id(conn, resource)
+        record = self.build(resource, fields, parent_id, complete)
         record_id = str(record[resource.id_field])
         ops: list[Op] = []
         if resource.parent and parent_id is not None and self._parent_known(resource):
@@ -184,9 +207,12 @@ class Records:
         protected = {resource.id_field, resource.parent_field or resource.id_field}
         clean = {k: v for k, v in patch.items() if k not in protected}
         clean.update(self.touched(resource))
-        record = merge_patch(current.data, clean)
+        nulls = tuple(k for k, v in clean.items() if v is None and self._nullable(resource, k))
+        record = {**merge_patch(current.data, clean), **dict.fromkeys(nulls)}
         key = self.scope(conn, resource).key(record_id)
-        op = Merge(key, clean, expect=current.version, now=self.clock.now())
+        # The store applies the merge atomically: concurrent changes to different fields all
+        # land. A null clears a nullable field rather than removing it.
+        op = Merge(key, clean, now=self.clock.now(), set_null=nulls)
         return await self._commit([op], Change(resource.name, verb, record, conn), key)
 
     async def delete(self, conn: str, resource: Resource, record_id: str) -> dict[str, Any]:
@@ -241,10 +267,26 @@ class Records:
         now = self.clock.now()
         for name in resource.timestamp_fields:
             record.setdefault(name, self._time_value(resource, name, now))
-        for name, prop in self._props(resource).items():
-            if name not in record and isinstance(prop, dict) and "default" in prop:
-                record[name] = prop["default"]
+        for name, value in self._defaults(resource).items():
+            record.setdefault(name, value)
         return self.fill_required(resource, record, complete)
+
+    def _defaults(self, resource: Resource) -> dict[str, Any]:
+        """Declared defaults: the create body's first (what the caller omitted), then the record's;
+        server-set fields that may be null start as null."""
+        found: dict[str, Any] = {}
+        for schema in (resource.create_schema, resource.schema):
+            if schema is None:
+                continue
+            root = schema.json
+            for name, prop in properties(root, root).items():
+                value = keyword(root, prop, "default", _ABSENT)
+                if value is not _ABSENT:
+                    found.setdefault(name, value)
+        for name in self._read_only(resource):
+            if self._nullable(resource, name):
+                found.setdefault(name, None)
+        return found
 
     def fill_required(
         self, resource: Resource, record: dict[str, Any], complete: bool = False
@@ -272,16 +314,29 @@ class Records:
                 merged = candidate
         return merged
 
+    async def next_id(self, conn: str, resource: Resource) -> Any:
+        """A fresh id in the id's own format; integer ids continue after the highest stored."""
+        if not _is_integer(resource.id_schema or {}):
+            return self.new_id(resource)
+        counter = (conn, resource.name)
+        if counter not in self._counters:
+            newest = await self.store.query(
+                Query(self.scope(conn, resource), limit=100, descending=True)
+            )
+            ids = [int(i.key.id) for i in newest if i.key.id.lstrip("-").isdigit()]
+            low = (resource.id_schema or {}).get("minimum")
+            # int64 formats bring a huge negative minimum; ids start at 1 unless told otherwise.
+            start = int(low) if isinstance(low, (int, float)) and low > 1 else 1
+            self._counters[counter] = max([start - 1, *ids])
+        for _ in range(1000):
+            self._counters[counter] += 1
+            candidate = self._counters[counter]
+            if await self.get(conn, resource, str(candidate)) is None:
+                return candidate
+        return self.new_id(resource)
+
     def new_id(self, resource: Resource) -> Any:
         schema = resource.id_schema or {}
-        kind = schema.get("type")
-        if kind == "integer" or (isinstance(kind, list) and "integer" in kind):
-            counter = (resource.name, "int")
-            self._counters[counter] = self._counters.get(counter, 0) + 1
-            # int64 formats bring a huge negative minimum; ids start at 1 unless told otherwise.
-            low = schema.get("minimum")
-            start = int(low) if isinstance(low, (int, float)) and low > 1 else 1
-            return start + self._counters[counter] - 1
         if schema.get("format") == "uuid":
             return str(uuid.uuid4())
         if "pattern" in schema or "enum" in schema or "format" in schema:
@@ -331,12 +386,13 @@ class Records:
             return int(parent_id)
         return parent_id
 
+    def _nullable(self, resource: Resource, name: str) -> bool:
+        return allows_null(self._root(resource), self._props(resource).get(name))
+
     def _read_only(self, resource: Resource) -> set[str]:
         root = self._root(resource)
         return {
-            name
-            for name, prop in self._props(resource).items()
-            if isinstance(deref(root, prop), dict) and deref(root, prop).get("readOnly")
+            name for name, prop in self._props(resource).items() if keyword(root, prop, "readOnly")
         }
 
     def _props(self, resource: Resource) -> dict[str, Any]:
@@ -351,6 +407,11 @@ class Records:
         if found is None or found.root is not root:
             found = self._checkers[id(root)] = SubValidators(root)
         return found
+
+
+def _is_integer(schema: Mapping[str, Any]) -> bool:
+    kind = schema.get("type")
+    return kind == "integer" or (isinstance(kind, list) and "integer" in kind)
 
 
 def past_tense(action: str) -> str:

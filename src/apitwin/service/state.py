@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 from apitwin.errors import ApitwinError, NotFoundError
 from apitwin.negotiation import default_response, response_for_status
 from apitwin.responses import stable_rng
+from apitwin.schemanav import properties
 from apitwin.service.exchange import Exchange, StateResult
 from apitwin.service.records import Page, is_cursor
 from apitwin.service.shaping import shape, shape_list
@@ -50,6 +51,7 @@ async def _dispatch(
     status, _ = default_response(op)
     if resource.kind == "singleton":
         return await _singleton(twin, exchange, op, resource, role, parent_id)
+    await records.require_parent(conn, resource, parent_id)
     if role == "list":
         cursor = _cursor(request, resource)
         if cursor is not None and not is_cursor(cursor) and not _declares(op, 400):
@@ -76,17 +78,18 @@ async def _dispatch(
         return StateResult(status, _body(twin, op, status, item.data), True, headers)
     if item_id is None:
         return None
+    body = request.body if isinstance(request.body, dict) else _query_fields(resource, request)
+    item = await records.require(conn, resource, item_id, parent_id)
     if role == "read":
-        item = await records.require(conn, resource, item_id)
-    elif role == "replace" and isinstance(request.body, dict):
-        item = await records.replace(conn, resource, item_id, request.body)
-    elif role == "update" and isinstance(request.body, dict):
-        item = await records.update(conn, resource, item_id, request.body)
+        pass
+    elif role == "replace" and body is not None:
+        item = await records.replace(conn, resource, item_id, body)
+    elif role == "update" and body is not None:
+        item = await records.update(conn, resource, item_id, body)
     elif role == "delete":
         data = await records.delete(conn, resource, item_id)
         return StateResult(status, _body(twin, op, status, data), True)
     elif role == "action":
-        body = request.body if isinstance(request.body, dict) else None
         item = await records.action(conn, resource, item_id, action, body)
     else:
         return None
@@ -103,19 +106,34 @@ async def _singleton(
 ) -> StateResult | None:
     request = exchange.outcome.request  # type: ignore[union-attr]
     conn = exchange.connection
-    key = twin.records.scope(conn, resource).key(parent_id or SINGLETON_ID)
+    records = twin.records
+    await records.require_parent(conn, resource, parent_id)
+    key = records.scope(conn, resource).key(parent_id or SINGLETON_ID)
     status, _ = default_response(op)
     current = await twin.store.get(key)
+    own = {resource.parent_field: parent_id} if resource.parent_field and parent_id else {}
     if role in ("replace", "update") and isinstance(request.body, dict):
         base = current.data if current and role == "update" else {}
-        data = twin.records.fill_required(resource, {**base, **request.body})
+        fields = {**base, **request.body, **own, **records.touched(resource)}
+        data = records.fill_required(resource, fields)
     elif current is not None:
         data = current.data
     else:
-        data = twin.records.fill_required(resource, {}, complete=True)
+        data = records.fill_required(resource, {**own}, complete=True)
+        data.update(own)
     if current is None or data != current.data:
         await twin.store.write([Put(key, data, now=twin.clock.now())])
     return StateResult(status, _body(twin, op, status, data), True)
+
+
+def _query_fields(resource: Resource, request: ValidRequest) -> dict[str, Any] | None:
+    """Writes that carry their values in the query (Swagger-era form updates)."""
+    if resource.schema is None:
+        return None
+    root = resource.schema.json
+    known = properties(root, root)
+    fields = {k: v for k, v in request.query.items() if k in known}
+    return fields or None
 
 
 def _path_value(request: ValidRequest, name: str | None) -> str | None:
@@ -180,7 +198,9 @@ def _json_schema(op: Operation, status: int) -> Schema | None:
 
 
 def _declares(op: Operation, status: int) -> bool:
-    return str(status) in op.responses or f"{status // 100}XX" in op.responses
+    """Whether the spec lets the operation answer ``status`` (a `default` response covers all)."""
+    responses = op.responses
+    return str(status) in responses or f"{status // 100}XX" in responses or "default" in responses
 
 
 def _body(twin: TwinService, op: Operation, status: int, record: dict[str, Any]) -> Any:

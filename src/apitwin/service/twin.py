@@ -37,7 +37,7 @@ from apitwin.responses import (
     problem,
     stable_rng,
 )
-from apitwin.security import SecurityOutcome, check_security
+from apitwin.security import SecurityOutcome, challenge_for, check_security
 from apitwin.service import oauth, seeding, state
 from apitwin.service.connections import Connections
 from apitwin.service.exchange import Exchange, StateResult
@@ -128,7 +128,8 @@ class TwinService:
             return self.unauthorized(op, security.reason, security.challenge)
         identity = exchange.identity = self.identify(security, request)
         if identity.error:
-            return self.unauthorized(op, identity.error, security.challenge or "Bearer")
+            challenge = challenge_for(op, self.spec.security_schemes) or "Bearer"
+            return self.unauthorized(op, identity.error, challenge)
         outcome = exchange.outcome = validate_request(op, match.path_params, request)
         if outcome.violations:
             return self.invalid(op, outcome)
@@ -166,7 +167,7 @@ class TwinService:
         )
 
     async def token(self, request: InboundRequest) -> MockResponse:
-        result = await oauth.issue(request, self.connections)
+        result = await oauth.issue(request, self.connections, oauth.flow_scopes(self.spec))
         headers = [("content-type", "application/json"), ("cache-control", "no-store")]
         if result.status == 401:
             headers.append(("www-authenticate", 'Basic realm="apitwin"'))
@@ -200,7 +201,9 @@ class TwinService:
             _describe(v) for v in outcome.violations[:5]
         )
         status = outcome.status
-        if status == 400 and "400" not in op.responses and "422" in op.responses:
+        in_body = all(v.location == "body" for v in outcome.violations)
+        # Bodies that parse but break the schema are "unprocessable" where the spec says so.
+        if status == 400 and "422" in op.responses and (in_body or "400" not in op.responses):
             status = 422
         return error_response(op, status, detail, outcome.violations, self.generator)
 

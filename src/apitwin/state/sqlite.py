@@ -163,7 +163,7 @@ class SQLiteStore:
             return self._put(index, op)
         if isinstance(op, Merge):
             current = self._existing(index, op.key, op.expect)
-            data = merge_patch(current.data, op.patch)
+            data = {**merge_patch(current.data, op.patch), **dict.fromkeys(op.set_null)}
             return self._store(op.key, data, current.parent, current, op.now)
         if isinstance(op, Delete):
             cursor = self.db.execute(

@@ -64,6 +64,7 @@ class Merge:
     patch: Mapping[str, Any]
     expect: int | None = None
     now: float = 0.0
+    set_null: tuple[str, ...] = ()  # top-level fields set to null after the patch
 
 
 @dataclass(frozen=True, slots=True)

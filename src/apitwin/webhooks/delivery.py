@@ -27,6 +27,7 @@ import re
 import socket
 import ssl
 import time
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
@@ -48,6 +49,7 @@ from apitwin.webhooks.safety import (
     MAX_LOGGED_BODY_BYTES,
     MAX_RESPONSE_BYTES,
     AllowList,
+    Target,
     TargetRefused,
 )
 from apitwin.webhooks.signing import SigningInput
@@ -146,6 +148,10 @@ class Dispatcher:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._inflight: dict[str, asyncio.Task[None]] = {}
+        # Due deliveries from the last scan: draining a backlog does not rescan per attempt.
+        self._queue: deque[Item] = deque()
+        self._next_due: float | None = None
+        self._stale = True
         outbox.subscribe(self.notify)
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -174,12 +180,14 @@ class Dispatcher:
 
     def notify(self) -> None:
         """Wake the worker (new deliveries, or the virtual clock moved). Event-loop thread only."""
+        self._stale = True
         self._wake.set()
 
     async def run_due(self, *, limit: int | None = None) -> int:
         """Process every delivery due now (and retries that become due meanwhile) until none is
         left or in flight; at most ``limit`` claims. Returns how many were started."""
         count = 0
+        self._stale = True
         while True:
             room = self.concurrency - len(self._inflight)
             if limit is not None:
@@ -212,14 +220,20 @@ class Dispatcher:
 
     async def _dispatch(self, room: int) -> tuple[int, float | None]:
         """Starts up to ``room`` due deliveries; (started, the earliest later due time)."""
-        due, next_due = await self._scan()
-        for item in due[:room]:
+        if self._stale or not self._queue:
+            self._stale = False
+            due, self._next_due = await self._scan()
+            self._queue = deque(due)
+        started = 0
+        while self._queue and started < room:
+            item = self._queue.popleft()
+            if item.key.id in self._inflight:
+                continue
             task = asyncio.create_task(self._deliver(item))
             self._inflight[item.key.id] = task
             task.add_done_callback(functools.partial(self._done, item.key.id))
-        if len(due) > room:
-            next_due = self.clock.now()
-        return min(len(due), room), next_due
+            started += 1
+        return started, self.clock.now() if self._queue else self._next_due
 
     def _done(self, delivery_id: str, _task: asyncio.Task[None]) -> None:
         self._inflight.pop(delivery_id, None)
@@ -334,7 +348,7 @@ class Dispatcher:
         return Outcome(ok, status, None if ok else "status", error, text, cut, elapsed)
 
     async def _post(
-        self, target: Any, method: str, headers: dict[str, str], body: bytes
+        self, target: Target, method: str, headers: dict[str, str], body: bytes
     ) -> tuple[int, str, bool]:
         client = self._client = self._client or self._factory()
         sent = {**headers, "host": target.host_header}

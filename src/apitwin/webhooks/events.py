@@ -44,6 +44,7 @@ __all__ = [
     "catalogue",
     "evaluate",
     "events_for",
+    "new_event_id",
 ]
 
 EventSource = Literal["webhook", "callback", "config"]

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import fnmatch
+import logging
 import random
 import secrets
 import string
@@ -54,6 +55,8 @@ from apitwin.webhooks.safety import (
     check_url,
 )
 from apitwin.webhooks.signing import Signer, SigningInput, mask_secret, signer_for
+
+log = logging.getLogger(__name__)
 
 EndpointStatus = Literal["active", "failing", "disabled"]
 DeliveryStatus = Literal["pending", "delivering", "succeeded", "failed", "dropped"]
@@ -279,24 +282,28 @@ class Outbox:
             raise WebhookInputError("grace_seconds must be >= 0", field="grace_seconds")
         current = await self.get_endpoint(conn, endpoint_id)
         fresh = current.signer().new_secret()
-        kept = current.secrets[: MAX_OLD_SECRETS + 1]
-        rotated = replace(
-            current, secrets=(fresh, *kept), grace_until=self.clock.now() + grace_seconds
-        )
+        now = self.clock.now()
+        # Secrets whose grace period is over stay retired.
+        kept = current.signing_secrets(now)[:MAX_OLD_SECRETS]
+        rotated = replace(current, secrets=(fresh, *kept), grace_until=now + grace_seconds)
         await self._save(rotated)
         return fresh
 
     async def remove_endpoint(self, conn: str, endpoint_id: str) -> None:
-        """Removes the endpoint; its pending deliveries are dropped when they come due."""
+        """Removes the endpoint and drops its pending deliveries."""
         await self.get_endpoint(conn, endpoint_id)
         key = self.scope(conn, ENDPOINT).key(endpoint_id)
         await self.store.write([Delete(key, must_exist=False)])
         self._endpoints.get(conn, {}).pop(endpoint_id, None)
+        await self.drop_pending(conn, endpoint_id, "endpoint removed")
 
     async def set_status(self, conn: str, endpoint_id: str, status: EndpointStatus) -> Endpoint:
-        """Enable (failures forgiven) or disable an endpoint by hand."""
+        """Enable (failures forgiven) or disable an endpoint; disabling drops its pending
+        deliveries."""
         current = await self.get_endpoint(conn, endpoint_id)
-        changed = replace(current, status=status, failures=0, failing_since=None)
+        changed = replace(current, status=status)
+        if status == "active":
+            changed = replace(changed, failures=0, failing_since=None)
         await self._save(changed)
         if status == "disabled":
             await self.drop_pending(conn, endpoint_id, "endpoint disabled")
@@ -619,7 +626,9 @@ class RecordChange(Protocol):
 class ChangeEvents:
     """The ``emit`` hook of the records service: outbox ops for the events a change causes.
 
-    Callbacks are left out: they need the URL from the API request that caused them.
+    Callbacks are left out: they need the URL from the API request that caused them. An event
+    the outbox refuses (queue full, payload too large) is skipped and logged: the change itself
+    still commits.
     """
 
     def __init__(
@@ -645,7 +654,12 @@ class ChangeEvents:
                 rng=self._rng,
                 clock=self.outbox.clock,
             )
-            more, _ = await self.outbox.enqueue_ops(change.connection, event.name, payload)
+            try:
+                more, _ = await self.outbox.enqueue_ops(change.connection, event.name, payload)
+            except (QueueFullError, PayloadTooLargeError) as exc:
+                # A platform does not fail an API call because its webhook queue is full.
+                log.warning("webhook %s not enqueued: %s", event.name, exc.message)
+                continue
             ops.extend(more)
         return ops
 

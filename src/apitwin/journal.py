@@ -1,0 +1,584 @@
+"""The journal: each inbound request, what the twin answered, and why.
+
+Entries are store items (kind ``request``) under (twin, connection), so they survive a restart and
+a test can ask "was submitExpert called three times with 201?" through :meth:`Journal.count`.
+
+Secrets never reach the store: credential headers, cookies and sensitive query parameters are
+masked, JSON and form bodies have sensitive fields masked, and every credential value seen in the
+request is then scrubbed from all text of the entry (path, bodies, headers, explanation). Binary
+(base64) bodies are kept as they are.
+
+Cost per request: one write. Every ``prune_every`` writes to a connection (default a tenth of the
+ring, at most 100) the oldest entries beyond ``ring_size`` are deleted by sequence number, so a
+connection holds at most ``ring_size + prune_every - 1`` entries, exactly ``ring_size`` after a
+prune. With several replicas each counts its own writes; the bound holds per replica.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import difflib
+import re
+import secrets
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any, Final, Literal
+from urllib.parse import unquote, unquote_plus
+
+import orjson
+
+from apitwin.clock import VirtualClock
+from apitwin.http import MockResponse
+from apitwin.service.exchange import Exchange
+from apitwin.spec.model import SecurityScheme
+from apitwin.state.store import Clear, Delete, Item, Put, Query, Scope, Store
+from apitwin.tenants import mask
+
+REQUEST_KIND: Final = "request"
+DEFAULT_RING: Final = 1000
+DEFAULT_BODY_LIMIT: Final = 16 * 1024
+_DECODE_CAP: Final = 1 << 20  # bodies beyond this are masked on their first MiB only
+_MIN_SCRUB: Final = 6  # shorter values would mangle ordinary text
+_SCAN_BATCH: Final = 200
+
+# Names (of headers, query parameters, body fields) whose values are credentials.
+SENSITIVE: Final = re.compile(
+    r"authori[sz]ation|cookie|api[-_]?key|token|secret|passw|credential|session|signature"
+    r"|private[-_]?key|client[-_]?assertion",
+    re.IGNORECASE,
+)
+# Fields named like credentials that only describe one ("token_type": "Bearer", "expires_in").
+_METADATA: Final = re.compile(r"(type|_in|_at|expires?|count|url|uri)$", re.IGNORECASE)
+_STATUS_CLASS: Final = re.compile(r"^[1-5]xx$", re.IGNORECASE)
+
+Suggest = Callable[[str, str], Sequence[str]]
+
+
+@dataclass(frozen=True, slots=True)
+class Redaction:
+    """Names to mask beyond the built-in patterns: the spec's apiKey header and query names."""
+
+    headers: frozenset[str] = frozenset()  # lower case
+    query: frozenset[str] = frozenset()
+
+    def header(self, name: str) -> bool:
+        return name in self.headers or SENSITIVE.search(name) is not None
+
+    def parameter(self, name: str) -> bool:
+        return name in self.query or SENSITIVE.search(name) is not None
+
+
+def redaction_for(schemes: Iterable[SecurityScheme]) -> Redaction:
+    headers, query = set(), set()
+    for scheme in schemes:
+        name = scheme.param_name or scheme.name
+        if scheme.type == "apiKey" and scheme.location == "header":
+            headers.add(name.lower())
+        elif scheme.type == "apiKey" and scheme.location == "query":
+            query.add(name)
+    return Redaction(frozenset(headers), frozenset(query))
+
+
+@dataclass(frozen=True, slots=True)
+class BodyRecord:
+    text: str = ""
+    encoding: Literal["utf-8", "base64"] = "utf-8"
+    size: int = 0  # bytes on the wire
+    truncated: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class JournalEntry:
+    id: str
+    at: float  # virtual-clock time the request arrived
+    connection: str
+    method: str
+    path: str
+    query: str
+    operation: str | None
+    route: str | None  # "METHOD /template" of the matched operation
+    request_headers: dict[str, str]
+    request_body: BodyRecord
+    valid: bool | None  # None: not validated (unmatched, unauthenticated)
+    violations: list[dict[str, Any]]
+    status: int
+    response_headers: list[tuple[str, str]]
+    response_body: BodyRecord
+    latency_ms: float
+    fault: str | None = None
+    fault_kind: str | None = None
+    why: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["response_headers"] = [list(pair) for pair in self.response_headers]
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> JournalEntry:
+        known = {name: data[name] for name in cls.__dataclass_fields__ if name in data}
+        known["request_body"] = BodyRecord(**data["request_body"])
+        known["response_body"] = BodyRecord(**data["response_body"])
+        known["response_headers"] = [(k, v) for k, v in data["response_headers"]]
+        return cls(**known)
+
+
+@dataclass(frozen=True, slots=True)
+class JournalPage:
+    entries: list[JournalEntry]
+    cursor: str | None  # pass back for the next page; None when there is none
+
+
+@dataclass(frozen=True, slots=True)
+class Filters:
+    operation: str | None = None  # operationId, or "METHOD /template"
+    method: str | None = None
+    status: int | str | None = None  # 201, or a class such as "4xx"
+    since: float | None = None
+    until: float | None = None
+    text: str | None = None  # substring of path, query or either body, any case
+    fault: str | bool | None = None  # a rule id, or True/False: faulted or not
+
+    def equals(self) -> dict[str, Any]:
+        """The filters the store can apply (top-level field equality)."""
+        found: dict[str, Any] = {}
+        if self.operation is not None:
+            found["route" if " " in self.operation else "operation"] = _route(self.operation)
+        if self.method is not None:
+            found["method"] = self.method.upper()
+        if isinstance(self.status, str):
+            if not _STATUS_CLASS.match(self.status):
+                raise ValueError(f"status must be a number or a class like '4xx': {self.status!r}")
+            found["status_class"] = self.status.lower()
+        elif self.status is not None:
+            found["status"] = int(self.status)
+        if isinstance(self.fault, bool):
+            found["faulted"] = self.fault
+        elif self.fault is not None:
+            found["fault"] = self.fault
+        return found
+
+    @property
+    def scans(self) -> bool:
+        """Whether some filter is applied here, after the store's equality filter."""
+        return self.since is not None or self.until is not None or bool(self.text)
+
+    def keep(self, data: dict[str, Any]) -> bool:
+        if self.since is not None and data["at"] < self.since:
+            return False
+        if self.until is not None and data["at"] > self.until:
+            return False
+        if self.text:
+            texts = (data["path"], data["query"], data["request_body"]["text"])
+            needle = self.text.casefold()
+            return any(needle in t.casefold() for t in (*texts, data["response_body"]["text"]))
+        return True
+
+
+class Journal:
+    def __init__(
+        self,
+        store: Store,
+        twin: str,
+        clock: VirtualClock,
+        ring_size: int = DEFAULT_RING,
+        *,
+        redaction: Redaction | None = None,
+        suggest: Suggest | None = None,
+        body_limit: int = DEFAULT_BODY_LIMIT,
+        prune_every: int | None = None,
+    ) -> None:
+        if ring_size < 1:
+            raise ValueError("ring_size must be at least 1")
+        self.store = store
+        self.twin = twin
+        self.clock = clock
+        self.ring_size = ring_size
+        self.redaction = redaction or Redaction()
+        self.suggest = suggest
+        self.body_limit = body_limit
+        self.prune_every = prune_every or max(1, min(100, ring_size // 10))
+        self._unpruned: dict[str, int] = {}
+
+    def scope(self, conn: str) -> Scope:
+        return Scope(self.twin, conn, REQUEST_KIND)
+
+    async def record(
+        self,
+        exchange: Exchange,
+        fault_id: str | None = None,
+        *,
+        fault_kind: str | None = None,
+        connection: str | None = None,
+    ) -> JournalEntry | None:
+        """Journal a finished exchange (one write); ``connection`` overrides the identified one."""
+        if exchange.response is None:
+            return None
+        latency = max(0.0, time.perf_counter() - exchange.started)
+        entry = build_entry(
+            exchange,
+            entry_id="req_" + secrets.token_hex(8),
+            at=self.clock.now() - latency,
+            latency_ms=round(latency * 1000, 2),
+            connection=exchange.connection if connection is None else connection,
+            redaction=self.redaction,
+            body_limit=self.body_limit,
+            suggest=self.suggest,
+            fault=(fault_id, fault_kind),
+        )
+        conn = entry.connection
+        await self.store.write([Put(self.scope(conn).key(entry.id), _to_data(entry), now=entry.at)])
+        self._unpruned[conn] = self._unpruned.get(conn, 0) + 1
+        if self._unpruned[conn] >= self.prune_every:
+            self._unpruned[conn] = 0
+            await self.prune(conn)
+        return entry
+
+    async def prune(self, conn: str) -> int:
+        """Delete the oldest entries beyond the ring size; returns how many went."""
+        excess = await self.store.count(Query(self.scope(conn))) - self.ring_size
+        if excess <= 0:
+            return 0
+        oldest = await self.store.query(Query(self.scope(conn), limit=excess))
+        await self.store.write([Delete(item.key, must_exist=False) for item in oldest])
+        return len(oldest)
+
+    async def get(self, conn: str, entry_id: str) -> JournalEntry | None:
+        item = await self.store.get(self.scope(conn).key(entry_id))
+        return JournalEntry.from_dict(item.data) if item else None
+
+    async def query(
+        self,
+        conn: str,
+        *,
+        operation: str | None = None,
+        method: str | None = None,
+        status: int | str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        text: str | None = None,
+        fault: str | bool | None = None,
+        limit: int = 20,
+        cursor: str | None = None,
+        newest_first: bool = True,
+    ) -> JournalPage:
+        filters = Filters(operation, method, status, since, until, text, fault)
+        limit = max(1, min(limit, 500))
+        items = await self._scan(conn, filters, _cursor(cursor), newest_first, limit + 1)
+        more = len(items) > limit
+        entries = [JournalEntry.from_dict(item.data) for item in items[:limit]]
+        return JournalPage(entries, str(items[limit - 1].seq) if more else None)
+
+    async def count(
+        self,
+        conn: str,
+        *,
+        operation: str | None = None,
+        method: str | None = None,
+        status: int | str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        text: str | None = None,
+        fault: str | bool | None = None,
+    ) -> int:
+        filters = Filters(operation, method, status, since, until, text, fault)
+        if not filters.scans:
+            return await self.store.count(Query(self.scope(conn), equals=filters.equals()))
+        return len(await self._scan(conn, filters, 0, False, None))
+
+    async def clear(self, conn: str | None = None) -> None:
+        await self.store.write([Clear(self.twin, conn, (REQUEST_KIND,))])
+
+    async def _scan(
+        self, conn: str, filters: Filters, after: int, descending: bool, want: int | None
+    ) -> list[Item]:
+        """Items passing every filter, in order, stopping once ``want`` are found."""
+        equals = filters.equals()
+        found: list[Item] = []
+        while True:
+            query = Query(self.scope(conn), None, equals, after, 0, _SCAN_BATCH, descending)
+            batch = await self.store.query(query)
+            for item in batch:
+                if filters.keep(item.data):
+                    found.append(item)
+                    if want is not None and len(found) >= want:
+                        return found
+            if len(batch) < _SCAN_BATCH:
+                return found
+            after = batch[-1].seq
+
+
+def _cursor(cursor: str | None) -> int:
+    if not cursor:
+        return 0
+    try:
+        return int(cursor)
+    except ValueError:
+        raise ValueError(f"not a journal cursor: {cursor!r}") from None
+
+
+def _route(operation: str) -> str:
+    method, sep, template = operation.partition(" ")
+    return f"{method.upper()} {template.strip()}" if sep else operation
+
+
+def _to_data(entry: JournalEntry) -> dict[str, Any]:
+    data = entry.as_dict()
+    # Extra top-level fields so the store can filter on them by equality.
+    data["status_class"] = f"{entry.status // 100}xx"
+    data["faulted"] = entry.fault is not None
+    return data
+
+
+# -- building an entry (pure) ------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Secrets:
+    """Credential values seen while masking, scrubbed from every text of the entry at the end."""
+
+    values: set[str] = field(default_factory=set)
+
+    def add(self, *values: str) -> None:
+        self.values.update(v for v in values if len(v) >= _MIN_SCRUB)
+
+    def scrub(self, text: str) -> str:
+        for value in sorted(self.values, key=len, reverse=True):
+            if value in text:
+                text = text.replace(value, mask(value))
+        return text
+
+
+def build_entry(
+    exchange: Exchange,
+    *,
+    entry_id: str,
+    at: float,
+    latency_ms: float,
+    connection: str,
+    redaction: Redaction,
+    body_limit: int = DEFAULT_BODY_LIMIT,
+    suggest: Suggest | None = None,
+    fault: tuple[str | None, str | None] = (None, None),
+) -> JournalEntry:
+    request, response = exchange.request, exchange.response
+    assert response is not None
+    found = _Secrets()
+    headers = {k: _mask_header(k, v, redaction, found) for k, v in request.headers.items()}
+    query = _mask_pairs(request.query, redaction, found)
+    request_body = _body(request.body, request.content_type, body_limit, redaction, found)
+    answer = [(k, _mask_header(k.lower(), v, redaction, found)) for k, v in response.headers]
+    response_type = (response.header("content-type") or "").split(";")[0].strip().lower()
+    response_body = _body(response.body, response_type, body_limit, redaction, found)
+    op = exchange.match.operation if exchange.match else None
+    violations = _violations(exchange, response)
+    return JournalEntry(
+        id=entry_id,
+        at=at,
+        connection=connection,
+        method=request.method,
+        path=found.scrub(request.path),
+        query=found.scrub(query),
+        operation=op.operation_id if op else response.operation_id,
+        route=op.key if op else None,
+        request_headers={k: found.scrub(v) for k, v in headers.items()},
+        request_body=_scrubbed(request_body, found),
+        valid=None if exchange.outcome is None else not exchange.outcome.violations,
+        violations=violations,
+        status=response.status,
+        response_headers=[(k, found.scrub(v)) for k, v in answer],
+        response_body=_scrubbed(response_body, found),
+        latency_ms=latency_ms,
+        fault=fault[0],
+        fault_kind=fault[1],
+        why=found.scrub(explain(exchange, response, suggest, fault[0])),
+    )
+
+
+def _violations(exchange: Exchange, response: MockResponse) -> list[dict[str, Any]]:
+    if exchange.outcome is not None and exchange.outcome.violations:
+        return [dict(v.as_dict()) for v in exchange.outcome.violations]
+    return list(response.violations)
+
+
+def explain(
+    exchange: Exchange, response: MockResponse, suggest: Suggest | None, fault_id: str | None
+) -> str:
+    """Why an error status came about: the pipeline's note, plus near misses for a 404."""
+    why = response.note if response.status >= 400 else ""
+    request = exchange.request
+    if response.status == 404 and why.startswith("no operation matches") and suggest:
+        closest = suggest(request.method, request.path)
+        if closest:
+            why += "; closest: " + ", ".join(closest)
+    if fault_id is not None and fault_id not in why:
+        why = f"{why}; injected by fault {fault_id}" if why else f"injected by fault {fault_id}"
+    return why
+
+
+def _mask_header(name: str, value: str, redaction: Redaction, found: _Secrets) -> str:
+    if name in ("authorization", "proxy-authorization"):
+        scheme, sep, credential = value.partition(" ")
+        if not sep:
+            found.add(value)
+            return mask(value)
+        found.add(credential.strip(), *_basic_parts(scheme, credential))
+        return f"{scheme} {mask(credential.strip())}"
+    if name in ("cookie", "set-cookie"):
+        return _mask_cookies(value, name == "set-cookie", found)
+    if redaction.header(name):
+        found.add(value)
+        return mask(value)
+    return value
+
+
+def _basic_parts(scheme: str, credential: str) -> tuple[str, ...]:
+    if scheme.lower() != "basic":
+        return ()
+    try:
+        decoded = base64.b64decode(credential.strip(), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        return ()
+    return (decoded, decoded.partition(":")[2])
+
+
+def _mask_cookies(value: str, response: bool, found: _Secrets) -> str:
+    # Set-Cookie: only the first pair is the cookie; the rest are attributes (Path, Expires...).
+    pieces = value.split(";")
+    masked = []
+    for index, piece in enumerate(pieces):
+        name, sep, content = piece.partition("=")
+        if sep and (not response or index == 0):
+            found.add(content.strip())
+            piece = f"{name}={mask(content.strip())}"
+        masked.append(piece)
+    return ";".join(masked)
+
+
+def _mask_pairs(text: str, redaction: Redaction, found: _Secrets) -> str:
+    """A query string or form body with sensitive parameters masked, otherwise byte for byte."""
+    if not text:
+        return text
+    pairs = []
+    for pair in text.split("&"):
+        name, sep, value = pair.partition("=")
+        if sep and redaction.parameter(unquote_plus(name)):
+            found.add(value, unquote_plus(value), unquote(value))
+            pair = f"{name}={mask(unquote_plus(value))}"
+        pairs.append(pair)
+    return "&".join(pairs)
+
+
+def _body(
+    raw: bytes, content_type: str, limit: int, redaction: Redaction, found: _Secrets
+) -> BodyRecord:
+    if not raw:
+        return BodyRecord()
+    text = _decode(raw[:_DECODE_CAP])
+    if text is None:
+        clipped = raw[: limit * 3 // 4]
+        encoded = base64.b64encode(clipped).decode("ascii")
+        return BodyRecord(encoded, "base64", len(raw), len(clipped) < len(raw))
+    text = _mask_text(text, content_type, redaction, found)
+    truncated = len(text) > limit or len(raw) > _DECODE_CAP
+    return BodyRecord(text[:limit], "utf-8", len(raw), truncated)
+
+
+def _decode(raw: bytes) -> str | None:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        # A multi-byte character cut by the cap is not a sign of binary content.
+        if len(raw) == _DECODE_CAP and exc.start >= len(raw) - 3:
+            return raw[: exc.start].decode("utf-8", "replace")
+        return None
+
+
+def _mask_text(text: str, content_type: str, redaction: Redaction, found: _Secrets) -> str:
+    named = SENSITIVE.search(text) is not None or any(n in text for n in redaction.query)
+    if not named:
+        return text  # the usual case: nothing named like a credential anywhere
+    if text.lstrip()[:1] in ("{", "["):
+        return _mask_json(text, found)
+    if "x-www-form-urlencoded" in content_type:
+        return _mask_pairs(text, redaction, found)
+    return text
+
+
+def _mask_json(text: str, found: _Secrets) -> str:
+    try:
+        value = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return text
+    # Iterative, so a deeply nested body cannot exhaust the stack.
+    changed = False
+    stack: list[tuple[Any, bool]] = [(value, False)]
+    while stack:
+        node, secret = stack.pop()
+        slots: Iterable[tuple[Any, Any]] = (
+            node.items() if isinstance(node, dict) else enumerate(node)
+        )
+        for key, child in list(slots):
+            hidden = secret or (isinstance(key, str) and _sensitive_field(key))
+            if isinstance(child, str) and hidden:
+                found.add(child)
+                node[key] = mask(child)
+                changed = True
+            elif isinstance(child, (dict, list)):
+                stack.append((child, hidden))
+    return orjson.dumps(value).decode() if changed else text
+
+
+def _sensitive_field(name: str) -> bool:
+    return SENSITIVE.search(name) is not None and _METADATA.search(name) is None
+
+
+def _scrubbed(body: BodyRecord, found: _Secrets) -> BodyRecord:
+    if body.encoding != "utf-8" or not found.values:
+        return body
+    return BodyRecord(found.scrub(body.text), body.encoding, body.size, body.truncated)
+
+
+# -- near misses for a 404 -------------------------------------------------------------------
+
+
+def closest_operations(
+    routes: Iterable[tuple[str, str]], method: str, path: str, limit: int = 3
+) -> list[str]:
+    """The ``limit`` operations ("GET /pets/{id}") whose templates look most like ``path``."""
+    parts = [p for p in path.split("/") if p]
+    scored = []
+    for route_method, template in routes:
+        score = _similarity(parts, [p for p in template.split("/") if p])
+        score += 0.05 if route_method.upper() == method.upper() else 0.0
+        scored.append((score, f"{route_method.upper()} {template}"))
+    scored.sort(key=lambda pair: -pair[0])
+    return [name for score, name in scored[:limit] if score >= 0.4]
+
+
+def _similarity(parts: list[str], template: list[str]) -> float:
+    if not parts and not template:
+        return 1.0
+    total = 0.0
+    for given, expected in zip(parts, template, strict=False):
+        if expected.startswith("{") and expected.endswith("}"):
+            total += 0.8
+        elif given == expected:
+            total += 1.0
+        else:
+            total += 0.7 * difflib.SequenceMatcher(None, given, expected).ratio()
+    return total / max(len(parts), len(template))
+
+
+def suggester(routes: Iterable[tuple[str, str]], base_path: str = "") -> Suggest:
+    """A ``suggest`` callable for :class:`Journal`, for paths under ``base_path``."""
+    known = list(routes)
+    base = base_path.rstrip("/")
+
+    def suggest(method: str, path: str) -> list[str]:
+        relative = path[len(base) :] if base and path.startswith(base) else path
+        return closest_operations(known, method, relative or "/")
+
+    return suggest

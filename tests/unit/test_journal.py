@@ -1,0 +1,309 @@
+"""The request journal: masking, truncation, the ring bound, filters, counts, persistence."""
+
+from __future__ import annotations
+
+import base64
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import orjson
+import pytest
+
+from apitwin.clock import VirtualClock
+from apitwin.http import InboundRequest, MockResponse
+from apitwin.journal import Journal, JournalEntry, closest_operations, redaction_for, suggester
+from apitwin.matching import Match, MatchKind
+from apitwin.service.exchange import Exchange
+from apitwin.spec.model import Operation, SecurityScheme
+from apitwin.state.sqlite import SQLiteStore
+from apitwin.tenants import Identity
+from apitwin.validation import Outcome, ValidRequest, Violation
+
+pytestmark = pytest.mark.anyio
+
+TOKEN = "at_Zm9vYmFyYmF6cXV4cXV1eDEyMzQ1Njc4"
+API_KEY = "ak_9f8e7d6c5b4a39281706f5e4d3c2b1a0"
+PARTNER_KEY = "pk-live-0123456789abcdef"
+SESSION = "sess-4f1b2c3d4e5f60718293"
+QUERY_KEY = "qk-aa11bb22cc33dd44"
+PASSWORD = "correct-horse-battery"
+CLIENT_SECRET = "cs_nested_secret_value_42"
+SET_COOKIE = "sid-0a1b2c3d4e5f6a7b8c9d"
+SECRETS = [TOKEN, API_KEY, PARTNER_KEY, SESSION, QUERY_KEY, PASSWORD, CLIENT_SECRET, SET_COOKIE]
+
+SUBMIT = Operation("post", "/experts", "submitExpert", "", (), (), None, {}, ())
+LIST = Operation("get", "/experts", "listExperts", "", (), (), None, {}, ())
+ROUTES = [("POST", "/experts"), ("GET", "/experts"), ("GET", "/experts/{expertId}")]
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture
+def clock() -> VirtualClock:
+    return VirtualClock(source=lambda: 1_700_000_000.0)
+
+
+@pytest.fixture
+async def store() -> AsyncIterator[SQLiteStore]:
+    backend = SQLiteStore(":memory:")
+    await backend.open()
+    try:
+        yield backend
+    finally:
+        await backend.close()
+
+
+def exchange(
+    op: Operation | None,
+    status: int,
+    *,
+    conn: str = "acme",
+    path: str = "/v1/experts",
+    query: str = "",
+    headers: dict[str, str] | None = None,
+    body: bytes = b"",
+    response_body: bytes = b"{}",
+    response_headers: list[tuple[str, str]] | None = None,
+    note: str = "",
+    violations: list[Violation] | None = None,
+) -> Exchange:
+    method = op.method.upper() if op else "GET"
+    request = InboundRequest(method, path, query, headers or {}, body)
+    found = Exchange(request, time.perf_counter())
+    if op is not None:
+        found.match = Match(MatchKind.FULL, op, template=op.path)
+        found.identity = Identity(conn, "api key")
+        found.outcome = Outcome(ValidRequest(), violations or [], 400 if violations else 200)
+    found.response = MockResponse(
+        status,
+        response_headers or [("content-type", "application/json")],
+        response_body,
+        operation_id=op.operation_id if op else None,
+        note=note,
+    )
+    return found
+
+
+# -- masking -----------------------------------------------------------------------------------
+
+
+async def test_no_secret_appears_anywhere_in_an_entry(
+    store: SQLiteStore, clock: VirtualClock
+) -> None:
+    scheme = SecurityScheme("partner", "apiKey", "header", "X-Partner-Key")
+    journal = Journal(store, "experts", clock, redaction=redaction_for([scheme]))
+    body = {"name": "Ada", "password": PASSWORD, "auth": {"client_secret": CLIENT_SECRET}}
+    echoed = {"token": TOKEN, "note": f"welcome back, key {API_KEY}", "token_type": "Bearer"}
+    entry = await journal.record(
+        exchange(
+            SUBMIT,
+            201,
+            path=f"/v1/experts/{PARTNER_KEY}",
+            query=f"api_key={QUERY_KEY}&page=2",
+            headers={
+                "authorization": f"Bearer {TOKEN}",
+                "x-api-key": API_KEY,
+                "x-partner-key": PARTNER_KEY,
+                "cookie": f"session={SESSION}; theme=dark",
+                "content-type": "application/json",
+            },
+            body=orjson.dumps(body),
+            response_body=orjson.dumps(echoed),
+            response_headers=[
+                ("content-type", "application/json"),
+                ("set-cookie", f"sid={SET_COOKIE}; Path=/; HttpOnly"),
+            ],
+        )
+    )
+    assert entry is not None
+    stored = await store.get(journal.scope("acme").key(entry.id))
+    assert stored is not None
+    for text in (orjson.dumps(entry.as_dict()).decode(), orjson.dumps(stored.data).decode()):
+        leaked = [secret for secret in SECRETS if secret in text]
+        assert leaked == []
+    headers = entry.request_headers
+    assert headers["authorization"] == "Bearer at_…Njc4"
+    assert headers["x-api-key"] == "ak_…b1a0" and "theme=dark" not in headers["cookie"]
+    assert entry.query.endswith("&page=2")
+    assert orjson.loads(entry.response_body.text)["token_type"] == "Bearer"
+    assert ("set-cookie", "sid=…8c9d; Path=/; HttpOnly") in entry.response_headers
+    assert entry.path == "/v1/experts/…cdef"  # a credential echoed anywhere is scrubbed too
+
+
+async def test_basic_credentials_and_form_secrets_are_masked(
+    store: SQLiteStore, clock: VirtualClock
+) -> None:
+    journal = Journal(store, "experts", clock)
+    basic = base64.b64encode(f"client-one:{PASSWORD}".encode()).decode()
+    form = f"grant_type=client_credentials&client_secret={CLIENT_SECRET}"
+    entry = await journal.record(
+        exchange(
+            None,
+            200,
+            path="/oauth/token",
+            headers={
+                "authorization": f"Basic {basic}",
+                "content-type": "application/x-www-form-urlencoded",
+            },
+            body=form.encode(),
+            response_body=orjson.dumps({"access_token": TOKEN, "expires_in": 3600}),
+        ),
+        connection="acme",
+    )
+    assert entry is not None
+    text = orjson.dumps(entry.as_dict()).decode()
+    assert not [s for s in (basic, PASSWORD, CLIENT_SECRET, TOKEN) if s in text]
+    assert entry.request_body.text.startswith("grant_type=client_credentials&client_secret=")
+    assert orjson.loads(entry.response_body.text)["expires_in"] == 3600
+
+
+# -- bodies --------------------------------------------------------------------------------------
+
+
+async def test_large_bodies_are_truncated_and_binary_ones_base64(
+    store: SQLiteStore, clock: VirtualClock
+) -> None:
+    journal = Journal(store, "experts", clock, body_limit=1000)
+    big = b'{"notes": "' + b"x" * 40_000 + b'"}'
+    binary = bytes(range(256)) * 20
+    entry = await journal.record(exchange(SUBMIT, 201, body=big, response_body=binary))
+    assert entry is not None
+    request, response = entry.request_body, entry.response_body
+    assert (request.size, request.truncated, len(request.text)) == (len(big), True, 1000)
+    assert request.encoding == "utf-8"
+    assert response.encoding == "base64" and response.truncated and response.size == len(binary)
+    assert base64.b64decode(response.text) == binary[:750]
+    small = await journal.record(exchange(SUBMIT, 201, body=b'{"a": 1}'))
+    assert small is not None and not small.request_body.truncated
+    assert small.request_body.text == '{"a": 1}'
+
+
+# -- the ring ------------------------------------------------------------------------------------
+
+
+async def test_the_ring_keeps_the_newest_entries_per_connection(
+    store: SQLiteStore, clock: VirtualClock
+) -> None:
+    journal = Journal(store, "experts", clock, ring_size=5)
+    for index in range(12):
+        await journal.record(exchange(LIST, 200, path=f"/v1/experts?{index}"))
+    await journal.record(exchange(LIST, 200, conn="globex"))
+    assert await journal.count("acme") == 5
+    assert await journal.count("globex") == 1
+    page = await journal.query("acme", limit=10)
+    assert [e.path for e in page.entries] == [f"/v1/experts?{i}" for i in range(11, 6, -1)]
+
+
+async def test_pruning_in_batches_keeps_the_bound_approximately(
+    store: SQLiteStore, clock: VirtualClock
+) -> None:
+    journal = Journal(store, "experts", clock, ring_size=20, prune_every=4)
+    for _ in range(50):
+        await journal.record(exchange(LIST, 200))
+        assert await journal.count("acme") <= 20 + 4 - 1
+    assert await journal.prune("acme") >= 0
+    assert await journal.count("acme") == 20
+
+
+# -- queries -------------------------------------------------------------------------------------
+
+
+async def known_sequence(journal: Journal, clock: VirtualClock) -> None:
+    for _ in range(3):
+        await journal.record(exchange(SUBMIT, 201, body=b'{"name": "Ada"}'))
+    bad = Violation("body", "", "/name", "'name' is a required property", "required")
+    await journal.record(exchange(SUBMIT, 422, violations=[bad], note="the request has 1 problem"))
+    clock.advance(100)
+    await journal.record(exchange(LIST, 200, response_body=b'[{"name": "Grace"}]'))
+    await journal.record(exchange(LIST, 200), "flt_slow", fault_kind="latency")
+    note = "no operation matches GET /expert"
+    await journal.record(exchange(None, 404, path="/v1/expert", note=note), connection="acme")
+
+
+async def test_counts_and_filters_answer_questions_about_a_known_sequence(
+    store: SQLiteStore, clock: VirtualClock
+) -> None:
+    journal = Journal(store, "experts", clock)
+    await known_sequence(journal, clock)
+    assert await journal.count("acme") == 7
+    assert await journal.count("acme", operation="submitExpert", status=201) == 3
+    assert await journal.count("acme", operation="POST /experts") == 4
+    assert await journal.count("acme", status="4xx") == 2
+    assert await journal.count("acme", method="get") == 3
+    assert await journal.count("acme", fault=True) == 1
+    assert await journal.count("acme", fault="flt_slow") == 1
+    assert await journal.count("acme", fault=False) == 6
+    assert await journal.count("acme", text="grace") == 1
+    assert await journal.count("acme", since=clock.now() - 1) == 3
+    assert await journal.count("acme", until=clock.now() - 50, status=201) == 3
+    assert await journal.count("globex") == 0
+    [invalid] = (await journal.query("acme", status=422)).entries
+    assert invalid.valid is False and invalid.violations[0]["pointer"] == "/name"
+    assert invalid.why == "the request has 1 problem"
+
+
+async def test_pages_follow_the_cursor_in_either_order(
+    store: SQLiteStore, clock: VirtualClock
+) -> None:
+    journal = Journal(store, "experts", clock)
+    await known_sequence(journal, clock)
+    seen: list[JournalEntry] = []
+    cursor = None
+    while True:
+        page = await journal.query("acme", limit=2, cursor=cursor, newest_first=False)
+        seen.extend(page.entries)
+        if page.cursor is None:
+            break
+        cursor = page.cursor
+    assert [e.status for e in seen] == [201, 201, 201, 422, 200, 200, 404]
+    newest = await journal.query("acme", limit=3)
+    assert [e.status for e in newest.entries] == [404, 200, 200] and newest.cursor is not None
+    filtered = await journal.query("acme", text="ada", limit=2)
+    assert len(filtered.entries) == 2 and filtered.cursor is not None
+    rest = await journal.query("acme", text="ada", limit=2, cursor=filtered.cursor)
+    assert len(rest.entries) == 1 and rest.cursor is None
+    with pytest.raises(ValueError, match="4xx"):
+        await journal.query("acme", status="client errors")
+
+
+async def test_a_404_explains_the_closest_operations(
+    store: SQLiteStore, clock: VirtualClock
+) -> None:
+    journal = Journal(store, "experts", clock, suggest=suggester(ROUTES, "/v1"))
+    await known_sequence(journal, clock)
+    [missing] = (await journal.query("acme", status=404)).entries
+    assert missing.why.startswith("no operation matches GET /expert; closest: GET /experts")
+    assert missing.valid is None and missing.operation is None
+    [slow] = (await journal.query("acme", fault=True)).entries
+    assert slow.fault == "flt_slow" and slow.fault_kind == "latency"
+    assert slow.why == "injected by fault flt_slow"
+
+
+def test_closest_operations_ranks_templates_by_shape() -> None:
+    found = closest_operations(ROUTES, "GET", "/experts/e1/x")
+    assert found[0] == "GET /experts/{expertId}"
+    assert closest_operations(ROUTES, "GET", "/zzz/yyy/xxx/www") == []
+
+
+# -- persistence ---------------------------------------------------------------------------------
+
+
+async def test_entries_survive_reopening_the_database(tmp_path: Path, clock: VirtualClock) -> None:
+    path = tmp_path / "twin.db"
+    first = SQLiteStore(path)
+    await first.open()
+    entry = await Journal(first, "experts", clock).record(exchange(SUBMIT, 201, body=b"{}"))
+    await first.close()
+    assert entry is not None
+    second = SQLiteStore(path)
+    await second.open()
+    try:
+        journal = Journal(second, "experts", clock)
+        assert await journal.get("acme", entry.id) == entry
+        assert await journal.count("acme", operation="submitExpert") == 1
+    finally:
+        await second.close()
