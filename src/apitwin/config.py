@@ -98,6 +98,16 @@ _TWIN = {
         },
         "fixtures": _FIXTURES,
         "connections": {"type": "array", "items": _CONNECTION},
+        "events": {
+            "type": "object",
+            "description": "Events the spec does not declare, or corrections: name -> "
+            "{schema, resource, verb}.",
+        },
+        "webhook_scheme": {
+            "type": "string",
+            "description": "Signing scheme: standard-webhooks (default), "
+            "standard-webhooks-v1a, stripe, github, slack, shopify.",
+        },
     },
 }
 SCHEMA: dict[str, Any] = {
@@ -148,6 +158,8 @@ class TwinConfig:
     operations: Mapping[str, Any] = field(default_factory=dict)
     fixtures: Mapping[str, list[dict[str, Any]]] = field(default_factory=dict)
     connections: tuple[ConnectionConfig, ...] = ()
+    events: Mapping[str, Any] = field(default_factory=dict)
+    webhook_scheme: str | None = None
 
     @property
     def strict_auth(self) -> bool:
@@ -262,6 +274,8 @@ def _twin(raw: dict[str, Any], base: Path) -> TwinConfig:
         operations=raw.get("operations") or {},
         fixtures=raw.get("fixtures") or {},
         connections=tuple(ConnectionConfig(**c) for c in raw.get("connections") or ()),
+        events=raw.get("events") or {},
+        webhook_scheme=raw.get("webhook_scheme"),
     )
 
 

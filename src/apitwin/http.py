@@ -60,6 +60,7 @@ class MockResponse:
     operation_id: str | None = None
     violations: list[dict[str, Any]] = field(default_factory=list)
     note: str = ""
+    fault: Any = None  # a transport-level fault plan the server adapter must perform
 
     def header(self, name: str) -> str | None:
         lower = name.lower()

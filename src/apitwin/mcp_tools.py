@@ -8,7 +8,7 @@ URL>"`` for a connection on another apitwin server reached through its admin API
 from __future__ import annotations
 
 from collections.abc import Awaitable
-from typing import Annotated, Any, Protocol
+from typing import Annotated, Any, Literal, Protocol
 
 from mcp.server import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
@@ -81,6 +81,35 @@ class Control(Protocol):
         self, connection_id: str, resource: str, count: int, *, parent: dict[str, str] | None = None
     ) -> dict[str, Any]: ...
     async def advance_clock(self, connection_id: str, seconds: float) -> dict[str, Any]: ...
+    async def trigger_event(
+        self,
+        connection_id: str,
+        event: str,
+        *,
+        record: dict[str, str] | None = None,
+        overrides: dict[str, Any] | None = None,
+    ) -> dict[str, Any]: ...
+    async def list_deliveries(
+        self,
+        connection_id: str,
+        *,
+        status: str | None = None,
+        event: str | None = None,
+        limit: int = 20,
+        cursor: str | None = None,
+    ) -> dict[str, Any]: ...
+    async def get_delivery(self, connection_id: str, delivery_id: str) -> dict[str, Any]: ...
+    async def redeliver(self, connection_id: str, delivery_id: str) -> dict[str, Any]: ...
+    async def add_fault(self, connection_id: str, rule: dict[str, Any]) -> dict[str, Any]: ...
+    async def list_faults(self, connection_id: str) -> dict[str, Any]: ...
+    async def clear_faults(
+        self, connection_id: str, rule_id: str | None = None
+    ) -> dict[str, Any]: ...
+    async def list_requests(
+        self, connection_id: str, *, limit: int = 20, cursor: str | None = None, **filters: Any
+    ) -> dict[str, Any]: ...
+    async def get_request(self, connection_id: str, request_id: str) -> dict[str, Any]: ...
+    async def count_requests(self, connection_id: str, **filters: Any) -> dict[str, Any]: ...
 
 
 READ = ToolAnnotations(read_only_hint=True, open_world_hint=False)
@@ -254,7 +283,159 @@ def build_server(local: Control | None) -> MCPServer:
         control, handle = router.split(connection_id)
         return await _call(control.advance_clock(handle, seconds))
 
+    @mcp.tool(annotations=ADD)
+    async def trigger_event(
+        connection_id: ConnectionId,
+        event: Annotated[
+            str, Field(description="Event name from describe_api, e.g. project.created")
+        ],
+        record: Annotated[
+            dict[str, str] | None,
+            Field(description='The record it is about: {"resource": "projects", "id": "…"}'),
+        ] = None,
+        overrides: Annotated[
+            dict[str, Any] | None,
+            Field(description="Fields to change in the payload (JSON merge patch)"),
+        ] = None,
+    ) -> dict[str, Any]:
+        """Send a webhook event to the connection's endpoints now, signed like production."""
+        control, handle = router.split(connection_id)
+        return await _call(control.trigger_event(handle, event, record=record, overrides=overrides))
+
+    @mcp.tool(annotations=READ)
+    async def list_deliveries(
+        connection_id: ConnectionId,
+        status: Annotated[
+            Literal["pending", "delivering", "succeeded", "failed", "dropped"] | None,
+            Field(description="Only deliveries in this state"),
+        ] = None,
+        event: Annotated[str | None, Field(description="Only this event type")] = None,
+        limit: Annotated[int, Field(ge=1, le=100)] = 20,
+        cursor: Annotated[str | None, Field(description="next_cursor of the previous page")] = None,
+    ) -> dict[str, Any]:
+        """Webhook deliveries to the connection's endpoints, newest first."""
+        control, handle = router.split(connection_id)
+        return await _call(
+            control.list_deliveries(handle, status=status, event=event, limit=limit, cursor=cursor)
+        )
+
+    @mcp.tool(annotations=READ)
+    async def get_delivery(connection_id: ConnectionId, delivery_id: str) -> dict[str, Any]:
+        """One delivery with every attempt: headers (secrets masked), status, response, timing."""
+        control, handle = router.split(connection_id)
+        return await _call(control.get_delivery(handle, delivery_id))
+
+    @mcp.tool(annotations=ADD)
+    async def redeliver(connection_id: ConnectionId, delivery_id: str) -> dict[str, Any]:
+        """Deliver a message again (a new attempt cycle)."""
+        control, handle = router.split(connection_id)
+        return await _call(control.redeliver(handle, delivery_id))
+
+    @mcp.tool(annotations=ADD)
+    async def add_fault(
+        connection_id: ConnectionId,
+        kind: Annotated[
+            str,
+            Field(
+                description=(
+                    "inbound: status, rate_limit, latency, reset, empty, truncate, "
+                    "malformed_json, wrong_content_type, chunk_garbage, schema_break, conflict; "
+                    "outbound: fail, delay, drop, duplicate, reorder, burst, lost_ack, replay, "
+                    "bad_signature, "
+                    "malformed_payload, schema_break, dangling_reference"
+                )
+            ),
+        ],
+        params: Annotated[
+            dict[str, Any] | None, Field(description='e.g. {"status": 503} or {"ms": 2000}')
+        ] = None,
+        operation: Annotated[
+            str | None, Field(description="operationId or 'METHOD /path/template' (inbound)")
+        ] = None,
+        event_type: Annotated[str | None, Field(description="event (outbound)")] = None,
+        next: Annotated[int | None, Field(ge=1, description="fire for the next N matches")] = None,
+        probability: Annotated[float | None, Field(ge=0, le=1)] = None,
+        seed: Annotated[int | None, Field(description="seed for probability")] = None,
+        for_seconds: Annotated[
+            float | None, Field(gt=0, description="active this long on the twin's clock")
+        ] = None,
+    ) -> dict[str, Any]:
+        """Make the twin fail on purpose, e.g. the next request answers 503."""
+        rule = {
+            "kind": kind,
+            "params": params or {},
+            "operation": operation,
+            "event_type": event_type,
+            "next": next,
+            "probability": probability,
+            "seed": seed,
+            "for_seconds": for_seconds,
+        }
+        control, handle = router.split(connection_id)
+        return await _call(
+            control.add_fault(handle, {k: v for k, v in rule.items() if v is not None})
+        )
+
+    @mcp.tool(annotations=READ)
+    async def list_faults(connection_id: ConnectionId) -> dict[str, Any]:
+        """Fault rules of the connection, with their hits and what remains."""
+        control, handle = router.split(connection_id)
+        return await _call(control.list_faults(handle))
+
+    @mcp.tool(annotations=REMOVE)
+    async def clear_faults(
+        connection_id: ConnectionId,
+        rule_id: Annotated[str | None, Field(description="Only this rule")] = None,
+    ) -> dict[str, Any]:
+        """Remove fault rules (all of them, or one)."""
+        control, handle = router.split(connection_id)
+        return await _call(control.clear_faults(handle, rule_id))
+
+    @mcp.tool(annotations=READ)
+    async def list_requests(
+        connection_id: ConnectionId,
+        operation: Annotated[str | None, Field(description="operationId or 'METHOD /path'")] = None,
+        status: Annotated[str | None, Field(description="e.g. 201 or 4xx")] = None,
+        text: Annotated[str | None, Field(description="text in the path or bodies")] = None,
+        limit: Annotated[int, Field(ge=1, le=100)] = 20,
+        cursor: str | None = None,
+    ) -> dict[str, Any]:
+        """What the system under test sent the twin, newest first, with the twin's answers."""
+        control, handle = router.split(connection_id)
+        return await _call(
+            control.list_requests(
+                handle,
+                limit=limit,
+                cursor=cursor,
+                operation=operation,
+                status=_status(status),
+                text=text,
+            )
+        )
+
+    @mcp.tool(annotations=READ)
+    async def get_request(connection_id: ConnectionId, request_id: str) -> dict[str, Any]:
+        """One journal entry in full."""
+        control, handle = router.split(connection_id)
+        return await _call(control.get_request(handle, request_id))
+
+    @mcp.tool(annotations=READ)
+    async def count_requests(
+        connection_id: ConnectionId,
+        operation: Annotated[str | None, Field(description="operationId or 'METHOD /path'")] = None,
+        status: Annotated[str | None, Field(description="e.g. 201 or 4xx")] = None,
+    ) -> dict[str, Any]:
+        """Count journal entries, e.g. was submitExpert called 3 times with status 201?"""
+        control, handle = router.split(connection_id)
+        return await _call(
+            control.count_requests(handle, operation=operation, status=_status(status))
+        )
+
     return mcp
+
+
+def _status(value: str | None) -> int | str | None:
+    return int(value) if value and value.isdigit() else value
 
 
 async def _call(awaitable: Awaitable[dict[str, Any]]) -> dict[str, Any]:

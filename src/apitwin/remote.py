@@ -129,6 +129,71 @@ class RemoteControl:
             )
         )
 
+    async def trigger_event(
+        self,
+        connection_id: str,
+        event: str,
+        *,
+        record: dict[str, str] | None = None,
+        overrides: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        body = {"event": event, "record": record, "overrides": overrides}
+        return dict(await self._request("POST", f"{_conn(connection_id)}/events", json=body))
+
+    async def list_deliveries(
+        self,
+        connection_id: str,
+        *,
+        status: str | None = None,
+        event: str | None = None,
+        limit: int = 20,
+        cursor: str | None = None,
+    ) -> dict[str, Any]:
+        params = _params(status=status, event=event, limit=limit, cursor=cursor)
+        return dict(await self._request("GET", f"{_conn(connection_id)}/deliveries", params=params))
+
+    async def get_delivery(self, connection_id: str, delivery_id: str) -> dict[str, Any]:
+        path = f"{_conn(connection_id)}/deliveries/{quote(delivery_id, safe='')}"
+        return dict(await self._request("GET", path))
+
+    async def redeliver(self, connection_id: str, delivery_id: str) -> dict[str, Any]:
+        path = f"{_conn(connection_id)}/deliveries/{quote(delivery_id, safe='')}/redeliver"
+        return dict(await self._request("POST", path))
+
+    async def add_fault(self, connection_id: str, rule: dict[str, Any]) -> dict[str, Any]:
+        return dict(await self._request("POST", f"{_conn(connection_id)}/faults", json=rule))
+
+    async def list_faults(self, connection_id: str) -> dict[str, Any]:
+        return dict(await self._request("GET", f"{_conn(connection_id)}/faults"))
+
+    async def clear_faults(self, connection_id: str, rule_id: str | None = None) -> dict[str, Any]:
+        return dict(
+            await self._request(
+                "DELETE", f"{_conn(connection_id)}/faults", params=_params(rule_id=rule_id)
+            )
+        )
+
+    async def list_requests(
+        self, connection_id: str, *, limit: int = 20, cursor: str | None = None, **filters: Any
+    ) -> dict[str, Any]:
+        params = _params(limit=limit, cursor=cursor, **filters)
+        return dict(await self._request("GET", f"{_conn(connection_id)}/requests", params=params))
+
+    async def get_request(self, connection_id: str, request_id: str) -> dict[str, Any]:
+        path = f"{_conn(connection_id)}/requests/{quote(request_id, safe='')}"
+        return dict(await self._request("GET", path))
+
+    async def count_requests(self, connection_id: str, **filters: Any) -> dict[str, Any]:
+        return dict(
+            await self._request(
+                "GET", f"{_conn(connection_id)}/requests/count", params=_params(**filters)
+            )
+        )
+
+
+def _params(**values: Any) -> dict[str, Any]:
+    return {k: v for k, v in values.items() if v is not None}
+
 
 def _conn(connection_id: str) -> str:
     return f"/connections/{quote(connection_id, safe=':')}"

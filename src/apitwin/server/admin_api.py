@@ -169,6 +169,73 @@ async def advance_clock(c: ControlService, r: Request, b: dict[str, Any]) -> tup
     return 200, await c.advance_clock(r.path_params["cid"], float(seconds))
 
 
+async def trigger_event(c: ControlService, r: Request, b: dict[str, Any]) -> tuple[int, Any]:
+    if not isinstance(b.get("event"), str):
+        raise InvalidInputError("event (string) is required", field="event")
+    return 201, await c.trigger_event(
+        r.path_params["cid"], b["event"], record=b.get("record"), overrides=b.get("overrides")
+    )
+
+
+async def list_deliveries(c: ControlService, r: Request, b: dict[str, Any]) -> tuple[int, Any]:
+    q = r.query_params
+    return 200, await c.list_deliveries(
+        r.path_params["cid"],
+        status=q.get("status"),
+        event=q.get("event"),
+        limit=_limit(r),
+        cursor=q.get("cursor"),
+    )
+
+
+async def get_delivery(c: ControlService, r: Request, b: dict[str, Any]) -> tuple[int, Any]:
+    return 200, await c.get_delivery(r.path_params["cid"], r.path_params["id"])
+
+
+async def redeliver(c: ControlService, r: Request, b: dict[str, Any]) -> tuple[int, Any]:
+    return 200, await c.redeliver(r.path_params["cid"], r.path_params["id"])
+
+
+async def add_fault(c: ControlService, r: Request, b: dict[str, Any]) -> tuple[int, Any]:
+    return 201, await c.add_fault(r.path_params["cid"], b)
+
+
+async def list_faults(c: ControlService, r: Request, b: dict[str, Any]) -> tuple[int, Any]:
+    return 200, await c.list_faults(r.path_params["cid"])
+
+
+async def clear_faults(c: ControlService, r: Request, b: dict[str, Any]) -> tuple[int, Any]:
+    return 200, await c.clear_faults(r.path_params["cid"], r.query_params.get("rule_id"))
+
+
+def _journal_query(r: Request) -> dict[str, Any]:
+    found: dict[str, Any] = {}
+    for name in ("operation", "method", "text"):
+        if name in r.query_params:
+            found[name] = r.query_params[name]
+    status = r.query_params.get("status")
+    if status:
+        found["status"] = int(status) if status.isdigit() else status
+    return found
+
+
+async def list_requests(c: ControlService, r: Request, b: dict[str, Any]) -> tuple[int, Any]:
+    return 200, await c.list_requests(
+        r.path_params["cid"],
+        limit=_limit(r),
+        cursor=r.query_params.get("cursor"),
+        **_journal_query(r),
+    )
+
+
+async def count_requests(c: ControlService, r: Request, b: dict[str, Any]) -> tuple[int, Any]:
+    return 200, await c.count_requests(r.path_params["cid"], **_journal_query(r))
+
+
+async def get_request(c: ControlService, r: Request, b: dict[str, Any]) -> tuple[int, Any]:
+    return 200, await c.get_request(r.path_params["cid"], r.path_params["id"])
+
+
 _CONN = "/connections/{cid}"
 _REC = _CONN + "/records/{resource}"
 ENDPOINTS = [
@@ -240,6 +307,62 @@ ENDPOINTS = [
         body={"type": "object", "properties": {"changes": _OBJECT}},
     ),
     Endpoint("DELETE", _REC + "/{id}", "Delete a record", delete_record),
+    Endpoint(
+        "POST",
+        _CONN + "/events",
+        "Send a webhook event now",
+        trigger_event,
+        body={
+            "type": "object",
+            "required": ["event"],
+            "properties": {"event": {"type": "string"}, "record": _OBJECT, "overrides": _OBJECT},
+        },
+    ),
+    Endpoint(
+        "GET",
+        _CONN + "/deliveries",
+        "List webhook deliveries",
+        list_deliveries,
+        query={
+            "status": "pending|delivering|succeeded|failed|dropped",
+            "event": "event type",
+            "limit": "page size",
+            "cursor": "next_cursor",
+        },
+    ),
+    Endpoint("GET", _CONN + "/deliveries/{id}", "A delivery and its attempts", get_delivery),
+    Endpoint("POST", _CONN + "/deliveries/{id}/redeliver", "Deliver again", redeliver),
+    Endpoint("POST", _CONN + "/faults", "Add a fault rule", add_fault, body=_OBJECT),
+    Endpoint("GET", _CONN + "/faults", "List fault rules", list_faults),
+    Endpoint(
+        "DELETE",
+        _CONN + "/faults",
+        "Clear fault rules",
+        clear_faults,
+        query={"rule_id": "only this rule"},
+    ),
+    Endpoint(
+        "GET",
+        _CONN + "/requests",
+        "Journal: requests the twin received",
+        list_requests,
+        query={
+            "operation": "operationId or 'METHOD /path'",
+            "status": "201 or 4xx",
+            "method": "HTTP method",
+            "text": "text in path or bodies",
+            "limit": "page size",
+            "cursor": "next_cursor",
+        },
+    ),
+    Endpoint(
+        "GET",
+        _CONN + "/requests/count",
+        "Count journal entries",
+        count_requests,
+        query={"operation": "operationId or 'METHOD /path'", "status": "201 or 4xx"},
+    ),
+    Endpoint("GET", _CONN + "/requests/{id}", "One journal entry", get_request),
     Endpoint(
         "POST",
         _CONN + "/clock/advance",

@@ -152,6 +152,8 @@ class App:
 
     async def shutdown(self) -> None:
         await self.mcp.stop()
+        for twin in self.twins:
+            await twin.stop()
         await self.store.close()
 
     async def _control(self, scope: Scope, receive: Receive, send: Send) -> None:

@@ -10,6 +10,7 @@ from typing import Any
 
 from apitwin.http import InboundRequest, MockResponse
 from apitwin.responses import problem
+from apitwin.server.faulty import perform
 from apitwin.service.twin import TwinService
 
 Scope = dict[str, Any]
@@ -98,5 +99,14 @@ class MockApp:
                 404, f"{request.path} is not served here; twins live under: {prefixes}"
             )
         else:
-            response = await twin.handle(request)
+            try:
+                response = await twin.handle(request)
+            except Exception:
+                # A bug in the twin must not look like the partner's behaviour, nor kill the server.
+                log.exception("internal error on %s %s", request.method, request.path)
+                detail = "internal error in apitwin (not an injected fault); see the server log"
+                response = problem(500, detail)
+        if response.fault is not None:
+            await perform(send, response.fault, response, response.fault.rng())
+            return
         await send_response(send, response)

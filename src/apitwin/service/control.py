@@ -7,21 +7,28 @@ whose message says what was wrong and what to do next.
 
 from __future__ import annotations
 
+import random
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import jsonschema_rs
 
 from apitwin.errors import InvalidInputError, NotFoundError
+from apitwin.faults import FaultError
 from apitwin.schemanav import deref, properties
 from apitwin.service import seeding
 from apitwin.service.twin import TwinService
 from apitwin.spec.resources import Resource
 from apitwin.state.store import Clear, Item
 from apitwin.tenants import Connection
+from apitwin.webhooks.events import build_payload
+
+if TYPE_CHECKING:
+    from apitwin.webhooks.outbox import DeliveryStatus
 
 MAX_LIMIT = 100
+DELIVERY_STATUSES = ("pending", "delivering", "succeeded", "failed", "dropped")
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +106,8 @@ class ControlService:
             )
         else:
             connection = existing
+        if connection.webhook_url:
+            await target.ensure_endpoint(connection.client_id, connection.webhook_url)
         return self._connection_view(Handle(target, connection), reveal=created, created=created)
 
     async def list_connections(self, twin: str | None = None) -> list[dict[str, Any]]:
@@ -113,7 +122,8 @@ class ControlService:
         """Remove the connection's records (and journal, deliveries, faults), then re-seed."""
         handle = self.handle(connection_id)
         twin, client_id = handle.twin, handle.connection.client_id
-        await twin.store.write([Clear(twin.name, client_id)])
+        await twin.store.write([Clear(twin.name, client_id, keep=("endpoint",))])
+        twin.outbox.invalidate(client_id)
         seeded = 0
         if reseed:
             configured = {c.client_id: c for c in twin.config.connections}
@@ -170,7 +180,10 @@ class ControlService:
             "title": f"{twin.spec.title} {twin.spec.version}".strip(),
             "base_url": self.origin + twin.base_path,
             "resources": described,
-            "events": sorted({hook.name for hook in twin.spec.webhooks}),
+            "events": {
+                name: {"resource": event.resource, "verb": event.verb}
+                for name, event in sorted(twin.events.items())
+            },
         }
 
     # -- records -------------------------------------------------------------------------------
@@ -281,14 +294,151 @@ class ControlService:
         )
         return {"resource": found.name, "created": [item.key.id for item in items]}
 
+    # -- events and deliveries -----------------------------------------------------------------
+
+    async def trigger_event(
+        self,
+        connection_id: str,
+        event: str,
+        *,
+        record: Mapping[str, str] | None = None,
+        overrides: Mapping[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """Send ``event`` now, about a stored record ({"resource", "id"}) or generated data."""
+        handle = self.handle(connection_id)
+        twin, conn = handle.twin, handle.connection.client_id
+        found = twin.events.get(event)
+        if found is None:
+            known = ", ".join(sorted(twin.events)) or "none"
+            raise NotFoundError(f"no event {event!r}; known: {known}", field="event")
+        data = None
+        if record:
+            resource = twin.records.resource(str(record.get("resource", found.resource or "")))
+            data = (await twin.records.require(conn, resource, str(record.get("id")))).data
+        payload = build_payload(
+            found,
+            data,
+            generator=twin.generator,
+            rng=random.Random(),
+            clock=twin.clock,
+            overrides=overrides,
+        )
+        message_id = await twin.outbox.emit(conn, event, payload)
+        deliveries = await twin.outbox.list_deliveries(conn, limit=100)
+        mine = [d for d in deliveries.items if d.get("message") == message_id]
+        return {
+            "message_id": message_id,
+            "event": event,
+            "payload": payload,
+            "deliveries": [d.get("id") for d in mine],
+        }
+
+    async def list_deliveries(
+        self,
+        connection_id: str,
+        *,
+        status: str | None = None,
+        event: str | None = None,
+        limit: int = 20,
+        cursor: str | None = None,
+    ) -> dict[str, Any]:
+        handle = self.handle(connection_id)
+        if status is not None and status not in DELIVERY_STATUSES:
+            raise InvalidInputError(f"status must be one of {DELIVERY_STATUSES}", field="status")
+        page = await handle.twin.outbox.list_deliveries(
+            handle.connection.client_id,
+            status=cast("DeliveryStatus | None", status),
+            event=event,
+            limit=max(1, min(limit, MAX_LIMIT)),
+            cursor=cursor,
+        )
+        return {"deliveries": page.items, "next_cursor": page.next_cursor}
+
+    async def get_delivery(self, connection_id: str, delivery_id: str) -> dict[str, Any]:
+        handle = self.handle(connection_id)
+        return await handle.twin.outbox.get_delivery(handle.connection.client_id, delivery_id)
+
+    async def redeliver(self, connection_id: str, delivery_id: str) -> dict[str, Any]:
+        handle = self.handle(connection_id)
+        return await handle.twin.outbox.redeliver(handle.connection.client_id, delivery_id)
+
+    # -- faults --------------------------------------------------------------------------------
+
+    async def add_fault(self, connection_id: str, rule: Mapping[str, Any]) -> dict[str, Any]:
+        handle = self.handle(connection_id)
+        try:
+            added = await handle.twin.faults.add(handle.connection.client_id, dict(rule))
+        except FaultError as exc:
+            raise InvalidInputError(str(exc), field=getattr(exc, "field", None)) from None
+        return added.as_dict(handle.twin.clock.now())
+
+    async def list_faults(self, connection_id: str) -> dict[str, Any]:
+        handle = self.handle(connection_id)
+        now = handle.twin.clock.now()
+        rules = await handle.twin.faults.list(handle.connection.client_id)
+        return {"faults": [rule.as_dict(now) for rule in rules]}
+
+    async def clear_faults(self, connection_id: str, rule_id: str | None = None) -> dict[str, Any]:
+        handle = self.handle(connection_id)
+        removed = await handle.twin.faults.clear(handle.connection.client_id, rule_id)
+        return {"cleared": removed}
+
+    # -- journal -------------------------------------------------------------------------------
+
+    async def list_requests(
+        self, connection_id: str, *, limit: int = 20, cursor: str | None = None, **filters: Any
+    ) -> dict[str, Any]:
+        handle = self.handle(connection_id)
+        page = await handle.twin.journal.query(
+            handle.connection.client_id,
+            limit=max(1, min(limit, MAX_LIMIT)),
+            cursor=cursor,
+            **_journal_filters(filters),
+        )
+        return {"requests": [entry.as_dict() for entry in page.entries], "next_cursor": page.cursor}
+
+    async def get_request(self, connection_id: str, request_id: str) -> dict[str, Any]:
+        handle = self.handle(connection_id)
+        entry = await handle.twin.journal.get(handle.connection.client_id, request_id)
+        if entry is None:
+            raise NotFoundError(
+                f"no request {request_id!r} in this connection's journal", field="request_id"
+            )
+        return entry.as_dict()
+
+    async def count_requests(self, connection_id: str, **filters: Any) -> dict[str, Any]:
+        handle = self.handle(connection_id)
+        count = await handle.twin.journal.count(
+            handle.connection.client_id, **_journal_filters(filters)
+        )
+        return {"count": count, "filters": {k: v for k, v in filters.items() if v is not None}}
+
     # -- clock ---------------------------------------------------------------------------------
 
     async def advance_clock(self, connection_id: str, seconds: float) -> dict[str, Any]:
+        """Move the twin's clock; deliveries and retries that became due run before returning."""
         handle = self.handle(connection_id)
         if not 0 < seconds <= 366 * 86400:
             raise InvalidInputError("seconds must be between 0 and one year", field="seconds")
         now = handle.twin.clock.advance(seconds)
-        return {"twin": handle.twin.name, "now": handle.twin.clock.iso(now)}
+        ran = await handle.twin.dispatcher.run_due()
+        return {
+            "twin": handle.twin.name,
+            "now": handle.twin.clock.iso(now),
+            "deliveries_attempted": ran,
+        }
+
+
+_JOURNAL_FILTERS = ("operation", "method", "status", "since", "until", "text", "fault")
+
+
+def _journal_filters(filters: Mapping[str, Any]) -> dict[str, Any]:
+    unknown = set(filters) - set(_JOURNAL_FILTERS)
+    if unknown:
+        raise InvalidInputError(
+            f"unknown filter(s) {sorted(unknown)}; use {_JOURNAL_FILTERS}", field="filters"
+        )
+    return {k: v for k, v in filters.items() if v is not None}
 
 
 def describe_resource(resource: Resource) -> dict[str, Any]:

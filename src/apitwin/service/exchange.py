@@ -35,6 +35,7 @@ class Exchange:
     outcome: Outcome | None = None
     state: StateResult | None = None
     response: MockResponse | None = None
+    fault: Any = None  # the inbound FaultPlan that hit this request, if any
 
     @property
     def connection(self) -> str:

@@ -18,8 +18,18 @@ import orjson
 from apitwin.clock import VirtualClock
 from apitwin.config import TwinConfig, twin_for_spec
 from apitwin.errors import ConfigError
+from apitwin.faults import (
+    TRANSPORT_KINDS,
+    BreakError,
+    FaultPlan,
+    Faults,
+    StatusFault,
+    break_body,
+    status_fault,
+)
 from apitwin.generation import GenerationError, Generator
 from apitwin.http import InboundRequest, MockResponse
+from apitwin.journal import Journal, redaction_for, suggester
 from apitwin.matching import Match, MatchKind, Router
 from apitwin.negotiation import (
     Choice,
@@ -45,8 +55,11 @@ from apitwin.service.records import Records
 from apitwin.spec.model import Operation, Spec
 from apitwin.spec.resources import infer_resources
 from apitwin.state.store import Store
-from apitwin.tenants import Identity
+from apitwin.tenants import DEFAULT_CONNECTION, Identity
 from apitwin.validation import Outcome, Violation, validate_request
+from apitwin.webhooks.delivery import Dispatcher
+from apitwin.webhooks.events import catalogue
+from apitwin.webhooks.outbox import ChangeEvents, Outbox
 
 CONNECTION_HEADER = "x-apitwin-connection"
 
@@ -83,6 +96,21 @@ class TwinService:
             self.name, store, self.resource_map, self.generator, self.clock, self.seed
         )
         self.token_paths = oauth.token_paths(spec)
+        self.events = catalogue(spec, self.resource_map, self.config.events)
+        self.outbox = Outbox(store, self.name, self.clock)
+        self.dispatcher = Dispatcher(store, self.outbox, self.clock, seed=self.seed)
+        self.records.emit = ChangeEvents(self.outbox, self.events, self.generator, seed=self.seed)
+        self.journal = Journal(
+            store,
+            self.name,
+            self.clock,
+            redaction=redaction_for(spec.security_schemes.values()),
+            suggest=suggester(
+                [(op.method.upper(), op.path) for op in spec.operations], self.base_path
+            ),
+        )
+        keys = [op.operation_id for op in spec.operations] + [op.key for op in spec.operations]
+        self.faults = Faults(store, self.name, self.clock, operations=keys)
         self.observers: list[Observer] = []
         self.state_stage: StateStage | None = state.apply
         self._dynamic = itertools.count()
@@ -100,6 +128,18 @@ class TwinService:
                 fixtures,
                 from_examples=self.config.seed_examples,
             )
+            if connection.webhook_url:
+                await self.ensure_endpoint(connection.client_id, connection.webhook_url)
+        await self.dispatcher.start()
+
+    async def stop(self) -> None:
+        await self.dispatcher.stop()
+
+    async def ensure_endpoint(self, conn: str, url: str) -> None:
+        """The connection's webhook URL is one of its endpoints (created once)."""
+        endpoints = await self.outbox.list_endpoints(conn)
+        if not any(endpoint.url == url for endpoint in endpoints):
+            await self.outbox.add_endpoint(conn, url, scheme=self.config.webhook_scheme)
 
     # -- the pipeline --------------------------------------------------------------------------
 
@@ -111,9 +151,23 @@ class TwinService:
             op = exchange.match.operation if exchange.match else None
             where = f" for {op.key}" if op else ""
             exchange.response = problem(500, f"the spec's schema{where} cannot be satisfied: {exc}")
+        plan = exchange.fault
+        await self.journal.record(
+            exchange,
+            plan.rule_id if plan else None,
+            fault_kind=plan.kind if plan else None,
+            connection=exchange.connection or self._named_connection(request),
+        )
         for observer in self.observers:
             observer(exchange)
+        if plan is not None and plan.kind in TRANSPORT_KINDS:
+            exchange.response.fault = plan
         return exchange.response
+
+    def _named_connection(self, request: InboundRequest) -> str:
+        """Requests that fail before identification still belong to a connection if named."""
+        named = request.headers.get(CONNECTION_HEADER, "")
+        return named if named in self.connections.index.connections else DEFAULT_CONNECTION
 
     async def _run(self, exchange: Exchange) -> MockResponse:
         request = exchange.request
@@ -133,9 +187,18 @@ class TwinService:
         outcome = exchange.outcome = validate_request(op, match.path_params, request)
         if outcome.violations:
             return self.invalid(op, outcome)
+        plan = exchange.fault = await self.faults.plan_inbound(
+            identity.connection, op.operation_id, request.method, match.template
+        )
+        injected = status_fault(plan) if plan is not None else None
+        if injected is not None:
+            return self.injected(op, injected)
         if self.state_stage is not None:
             exchange.state = await self.state_stage(self, exchange)
-        return self.respond(op, request, exchange.state)
+        response = self.respond(op, request, exchange.state)
+        if plan is not None and plan.kind == "schema_break":
+            return self.broken(op, response, plan)
+        return response
 
     # -- stages ----------------------------------------------------------------------------
 
@@ -177,6 +240,34 @@ class TwinService:
             orjson.dumps(result.body),
             note=result.body.get("error_description", ""),
         )
+
+    def injected(self, op: Operation, fault: StatusFault) -> MockResponse:
+        if fault.body is None:
+            return error_response(
+                op, fault.status, fault.detail, [], self.generator, list(fault.headers)
+            )
+        return MockResponse(
+            fault.status,
+            [*fault.headers],
+            fault.body,
+            operation_id=op.operation_id,
+            note=fault.detail,
+        )
+
+    def broken(self, op: Operation, response: MockResponse, plan: FaultPlan) -> MockResponse:
+        """The normal answer, broken against its schema in the way the fault names."""
+        declared = response_for_status(op, response.status)
+        media = next((m for m in (declared.media.values() if declared else ()) if m.is_json), None)
+        if media is None or media.schema is None or not response.body:
+            response.note = "schema_break: the response has no JSON schema to break"
+            return response
+        try:
+            value = break_body(orjson.loads(response.body), media.schema.json, plan.params["mode"])
+        except (BreakError, orjson.JSONDecodeError) as exc:
+            response.note = f"schema_break not applied: {exc}"
+            return response
+        response.body = orjson.dumps(value)
+        return response
 
     def unmatched(self, request: InboundRequest, match: Match) -> MockResponse:
         if match.kind is MatchKind.PARTIAL:

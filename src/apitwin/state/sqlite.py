@@ -229,6 +229,9 @@ class SQLiteStore:
         if op.kinds:
             clauses.append(f"kind IN ({','.join('?' * len(op.kinds))})")
             args.extend(op.kinds)
+        if op.keep:
+            clauses.append(f"kind NOT IN ({','.join('?' * len(op.keep))})")
+            args.extend(op.keep)
         self.db.execute(f"DELETE FROM items WHERE {' AND '.join(clauses)}", args)
 
 

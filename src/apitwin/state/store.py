@@ -87,6 +87,7 @@ class Clear:
     twin: str
     conn: str | None = None
     kinds: tuple[str, ...] = ()
+    keep: tuple[str, ...] = ()  # kinds left alone (e.g. a connection's webhook endpoints)
 
 
 Op = Put | Merge | Delete | Require | Clear

@@ -1,0 +1,171 @@
+"""Events, faults and the journal through the agent's tools, against a real webhook receiver."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import anyio
+import httpx2 as httpx
+import pytest
+from mcp import Client
+from standardwebhooks.webhooks import Webhook
+
+from conftest import REPO, Running, serve, serve_twin
+
+pytestmark = pytest.mark.anyio
+EXAMPLE = REPO / "src" / "apitwin" / "examples" / "expert-network" / "openapi.yaml"
+PROJECT = {
+    "title": "Grid-scale storage in Germany",
+    "brief": "Speak with operators of grid batteries about procurement.",
+    "industry": "energy_resources",
+    "geographies": ["DE"],
+}
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+class Receiver:
+    """A webhook receiver on loopback that answers from a status script and records requests."""
+
+    def __init__(self) -> None:
+        self.received: list[tuple[dict[str, str], bytes]] = []
+        self.statuses: list[int] = []
+        self.arrived = threading.Condition()
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        headers = {k.decode(): v.decode() for k, v in scope["headers"]}
+        status = self.statuses.pop(0) if self.statuses else 200
+        with self.arrived:
+            self.received.append((headers, body))
+            self.arrived.notify_all()
+        await send({"type": "http.response.start", "status": status, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    def wait_for(self, count: int, timeout: float = 5.0) -> None:
+        with self.arrived:
+            assert self.arrived.wait_for(lambda: len(self.received) >= count, timeout)
+
+
+@pytest.fixture
+def receiver() -> Iterator[tuple[Receiver, str]]:
+    app = Receiver()
+    with serve(app) as url:
+        yield app, url + "/hooks"
+
+
+@pytest.fixture
+def twin() -> Iterator[Running]:
+    with serve_twin(EXAMPLE) as running:
+        yield running
+
+
+def data(result: Any) -> dict[str, Any]:
+    assert not result.is_error, result.content
+    assert isinstance(result.structured_content, dict)
+    return result.structured_content
+
+
+async def test_creating_a_project_delivers_a_signed_webhook_and_a_failure_is_retried(
+    twin: Running, receiver: tuple[Receiver, str]
+) -> None:
+    hooks, hook_url = receiver
+    async with Client(f"{twin.origin}/mcp") as client:
+        connected = data(
+            await client.call_tool("connect", {"client_id": "acme-qa", "webhook_url": hook_url})
+        )
+        handle = connected["connection_id"]
+        endpoint = (await twin.twin.outbox.list_endpoints("acme-qa"))[0]
+        secret = endpoint.secrets[0]
+
+        created = data(
+            await client.call_tool(
+                "create_record", {"connection_id": handle, "resource": "projects", "data": PROJECT}
+            )
+        )
+        await anyio.to_thread.run_sync(hooks.wait_for, 1)
+        headers, body = hooks.received[0]
+        event = Webhook(secret).verify(body, headers)
+        assert event["type"] == "project.created"
+        assert event["data"]["object"]["id"] == created["id"]
+
+        # "make the next delivery fail with a 503", then watch the retry
+        hooks.statuses = [503]
+        data(
+            await client.call_tool(
+                "trigger_event",
+                {
+                    "connection_id": handle,
+                    "event": "project.updated",
+                    "record": {"resource": "projects", "id": created["id"]},
+                },
+            )
+        )
+        await anyio.to_thread.run_sync(hooks.wait_for, 2)
+        failed = data(await client.call_tool("list_deliveries", {"connection_id": handle}))
+        latest = failed["deliveries"][0]
+        assert latest["event"] == "project.updated"
+        assert latest["status"] == "pending"
+        data(await client.call_tool("advance_clock", {"connection_id": handle, "seconds": 10}))
+        await anyio.to_thread.run_sync(hooks.wait_for, 3)
+        retried = data(
+            await client.call_tool(
+                "get_delivery", {"connection_id": handle, "delivery_id": latest["id"]}
+            )
+        )
+        assert retried["status"] == "succeeded"
+        assert [a["response_status"] for a in retried["attempt_log"]] == [503, 200]
+        Webhook(secret).verify(hooks.received[2][1], hooks.received[2][0])
+
+
+async def test_an_injected_fault_reaches_the_system_under_test_and_the_journal_tags_it(
+    twin: Running,
+) -> None:
+    async with Client(f"{twin.origin}/mcp") as client:
+        connected = data(await client.call_tool("connect", {"client_id": "qa"}))
+        handle = connected["connection_id"]
+        auth = {"Authorization": f"Bearer {connected['api_key']}"}
+        rule = data(
+            await client.call_tool(
+                "add_fault",
+                {
+                    "connection_id": handle,
+                    "kind": "status",
+                    "params": {"status": 503},
+                    "operation": "listProjects",
+                    "next": 1,
+                },
+            )
+        )
+        first = httpx.get(f"{connected['base_url']}/projects", headers=auth)
+        second = httpx.get(f"{connected['base_url']}/projects", headers=auth)
+        assert first.status_code == 503
+        assert second.status_code == 200
+
+        # "what did our platform send in its last three requests?"
+        journal = data(
+            await client.call_tool("list_requests", {"connection_id": handle, "limit": 3})
+        )
+        entries = journal["requests"]
+        assert [e["status"] for e in entries[:2]] == [200, 503]
+        assert entries[1]["fault"] == rule["id"]
+        assert "…" in entries[0]["request_headers"]["authorization"]
+        counted = data(
+            await client.call_tool(
+                "count_requests",
+                {"connection_id": handle, "operation": "listProjects", "status": "200"},
+            )
+        )
+        assert counted["count"] == 1
