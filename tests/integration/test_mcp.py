@@ -136,3 +136,25 @@ async def test_stdio_drives_a_running_server_through_its_admin_api(twin: Running
         assert created["record"]["title"] == PROJECT["title"]
     local = twin.twin.connections.get("remote-qa")
     assert local.client_id == "remote-qa"
+
+
+async def test_seed_data_from_examples_and_generated_records(tmp_path: Any) -> None:
+    with serve_twin(EXAMPLE, seed_examples=True) as running:
+        api = f"{running.origin}/_apitwin/api"
+        handle = httpx.post(f"{api}/connections", json={"client_id": "seeded"}).json()[
+            "connection_id"
+        ]
+        seeded = httpx.get(f"{api}/connections/{handle}/records/projects").json()
+        assert seeded["total"] >= 1
+        assert seeded["records"][0]["title"] == "Battery supply chain in Southeast Asia"
+        made = httpx.post(
+            f"{api}/connections/{handle}/records/projects/generate", json={"count": 3}
+        )
+        assert made.status_code == 201
+        assert len(set(made.json()["created"])) == 3
+        after = httpx.get(f"{api}/connections/{handle}/records/projects").json()
+        assert after["total"] == seeded["total"] + 3
+        reset = httpx.post(f"{api}/connections/{handle}/reset", json={})
+        assert reset.json()["seeded_records"] >= seeded["total"]
+        again = httpx.get(f"{api}/connections/{handle}/records/projects").json()
+        assert again["total"] == seeded["total"]

@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from apitwin.errors import ConfigError, NotFoundError
+from apitwin.schemanav import keyword
 from apitwin.service.records import Records
 from apitwin.spec.model import Spec
 from apitwin.spec.resources import Resource
@@ -90,7 +91,9 @@ async def _seed_examples(records: Records, spec: Spec, conn: str) -> int:
     for resource in records.resources.resources.values():
         if resource.parent or resource.schema is None or resource.kind != "collection":
             continue
-        for example in _examples(spec, resource):
+        # The same example often appears under several responses: seed each record once.
+        unique = {repr(e.get(resource.id_field, e)): e for e in _examples(spec, resource)}
+        for example in unique.values():
             await records.create(conn, resource, example, complete=True, upsert=True)
             created += 1
     return created
@@ -100,9 +103,19 @@ def _examples(spec: Spec, resource: Resource) -> list[dict[str, Any]]:
     read = resource.operations.get("read")
     op = spec.operation(read) if read else None
     found: list[dict[str, Any]] = []
-    for response in op.responses.values() if op else ():
+    for status, response in op.responses.items() if op else ():
+        if not status.startswith("2"):
+            continue  # error examples are not records
         for media in response.media.values():
-            found += [e.value for e in media.examples if isinstance(e.value, dict)]
+            found += [
+                e.value
+                for e in media.examples
+                if isinstance(e.value, dict) and e.value.get(resource.id_field) is not None
+            ]
+    if resource.schema is not None:  # examples written on the record schema itself
+        root = resource.schema.json
+        listed = keyword(root, root, "examples") or []
+        found += [e for e in listed if isinstance(e, dict) and e.get(resource.id_field)]
     return found
 
 
