@@ -103,10 +103,58 @@ _TWIN = {
             "description": "Events the spec does not declare, or corrections: name -> "
             "{schema, resource, verb}.",
         },
-        "webhook_scheme": {
-            "type": "string",
-            "description": "Signing scheme: standard-webhooks (default), "
-            "standard-webhooks-v1a, stripe, github, slack, shopify.",
+        "webhooks": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {
+                "scheme": {
+                    "enum": [
+                        "standard-webhooks",
+                        "standard-webhooks-v1a",
+                        "stripe",
+                        "github",
+                        "slack",
+                        "shopify",
+                    ],
+                    "description": "How deliveries are signed (default standard-webhooks).",
+                },
+                "retry": {
+                    "description": "Preset (standard-webhooks, stripe, github) or delays in s.",
+                    "anyOf": [
+                        {"enum": ["standard-webhooks", "stripe", "github"]},
+                        {"type": "array", "items": {"type": "number", "minimum": 0}},
+                    ],
+                },
+                "timeout": {"type": "number", "exclusiveMinimum": 0, "maximum": 300},
+                "allow": {
+                    "type": "array",
+                    "items": {"type": "string"},
+                    "description": "Networks (CIDR) targets may resolve to; default loopback.",
+                },
+                "emit_on_change": {
+                    "type": "boolean",
+                    "description": "Record changes emit their linked events (default true).",
+                },
+            },
+        },
+        "rules": {
+            "type": "array",
+            "description": "Events emitted after inbound requests.",
+            "items": {
+                "type": "object",
+                "additionalProperties": False,
+                "required": ["after", "emit"],
+                "properties": {
+                    "after": {"type": "string", "description": "operationId"},
+                    "emit": {"type": "string", "description": "event name"},
+                    "status": {"type": "array", "items": {"type": "integer"}},
+                    "delay": {
+                        "type": "number",
+                        "minimum": 0,
+                        "description": "seconds on the twin's clock",
+                    },
+                },
+            },
         },
     },
 }
@@ -146,6 +194,25 @@ class ConnectionConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class WebhookConfig:
+    scheme: str = "standard-webhooks"
+    retry: str | tuple[float, ...] = "standard-webhooks"
+    timeout: float = 15.0
+    allow: tuple[str, ...] = ("127.0.0.0/8", "::1/128")
+    emit_on_change: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    """Emit ``emit`` after a request to ``after`` (an operationId) answered one of ``status``."""
+
+    after: str
+    emit: str
+    status: tuple[int, ...] = ()
+    delay: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
 class TwinConfig:
     name: str
     spec: Path
@@ -159,7 +226,8 @@ class TwinConfig:
     fixtures: Mapping[str, list[dict[str, Any]]] = field(default_factory=dict)
     connections: tuple[ConnectionConfig, ...] = ()
     events: Mapping[str, Any] = field(default_factory=dict)
-    webhook_scheme: str | None = None
+    webhooks: WebhookConfig = field(default_factory=lambda: WebhookConfig())
+    rules: tuple[Rule, ...] = ()
 
     @property
     def strict_auth(self) -> bool:
@@ -275,7 +343,22 @@ def _twin(raw: dict[str, Any], base: Path) -> TwinConfig:
         fixtures=raw.get("fixtures") or {},
         connections=tuple(ConnectionConfig(**c) for c in raw.get("connections") or ()),
         events=raw.get("events") or {},
-        webhook_scheme=raw.get("webhook_scheme"),
+        webhooks=_webhooks(raw.get("webhooks") or {}),
+        rules=tuple(
+            Rule(r["after"], r["emit"], tuple(r.get("status", ())), float(r.get("delay", 0)))
+            for r in raw.get("rules") or ()
+        ),
+    )
+
+
+def _webhooks(raw: dict[str, Any]) -> WebhookConfig:
+    retry = raw.get("retry", "standard-webhooks")
+    return WebhookConfig(
+        scheme=raw.get("scheme", "standard-webhooks"),
+        retry=tuple(retry) if isinstance(retry, list) else retry,
+        timeout=float(raw.get("timeout", 15.0)),
+        allow=tuple(raw.get("allow", ("127.0.0.0/8", "::1/128"))),
+        emit_on_change=raw.get("emit_on_change", True),
     )
 
 

@@ -34,6 +34,8 @@ class Receiver:
 
     def __init__(self) -> None:
         self.received: list[tuple[dict[str, str], bytes]] = []
+        self.paths: list[str] = []
+        self.answered: dict[str, int] = {}  # webhook-id/attempt marker -> status answered
         self.statuses: list[int] = []
         self.arrived = threading.Condition()
 
@@ -48,11 +50,17 @@ class Receiver:
                 break
         headers = {k.decode(): v.decode() for k, v in scope["headers"]}
         status = self.statuses.pop(0) if self.statuses else 200
+        headers["x-receiver-status"] = str(status)
         with self.arrived:
+            self.paths.append(scope["path"])
             self.received.append((headers, body))
             self.arrived.notify_all()
         await send({"type": "http.response.start", "status": status, "headers": []})
         await send({"type": "http.response.body", "body": b"ok"})
+
+    @staticmethod
+    def status_of(headers: dict[str, str]) -> int:
+        return int(headers["x-receiver-status"])
 
     def wait_for(self, count: int, timeout: float = 5.0) -> None:
         with self.arrived:

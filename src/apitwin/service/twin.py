@@ -7,17 +7,19 @@ enqueue events. Each stage is a small method a test can call alone; ``handle`` r
 from __future__ import annotations
 
 import itertools
+import logging
 import random
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import orjson
 
 from apitwin.clock import VirtualClock
-from apitwin.config import TwinConfig, twin_for_spec
-from apitwin.errors import ConfigError
+from apitwin.config import Rule, TwinConfig, twin_for_spec
+from apitwin.errors import ApitwinError, ConfigError
 from apitwin.faults import (
     TRANSPORT_KINDS,
     BreakError,
@@ -58,10 +60,12 @@ from apitwin.state.store import Store
 from apitwin.tenants import DEFAULT_CONNECTION, Identity
 from apitwin.validation import Outcome, Violation, validate_request
 from apitwin.webhooks.delivery import Dispatcher
-from apitwin.webhooks.events import catalogue
+from apitwin.webhooks.events import RequestContext, build_payload, callback_url, catalogue
 from apitwin.webhooks.outbox import ChangeEvents, Outbox
+from apitwin.webhooks.safety import AllowList
 
 CONNECTION_HEADER = "x-apitwin-connection"
+log = logging.getLogger("apitwin")
 
 
 Observer = Callable[[Exchange], None]
@@ -98,8 +102,20 @@ class TwinService:
         self.token_paths = oauth.token_paths(spec)
         self.events = catalogue(spec, self.resource_map, self.config.events)
         self.outbox = Outbox(store, self.name, self.clock)
-        self.dispatcher = Dispatcher(store, self.outbox, self.clock, seed=self.seed)
-        self.records.emit = ChangeEvents(self.outbox, self.events, self.generator, seed=self.seed)
+        hooks = self.config.webhooks
+        self.dispatcher = Dispatcher(
+            store,
+            self.outbox,
+            self.clock,
+            retry_schedule=hooks.retry,
+            timeout=hooks.timeout,
+            allow=AllowList(hooks.allow),
+            seed=self.seed,
+        )
+        if hooks.emit_on_change:
+            self.records.emit = ChangeEvents(
+                self.outbox, self.events, self.generator, seed=self.seed
+            )
         self.journal = Journal(
             store,
             self.name,
@@ -139,7 +155,7 @@ class TwinService:
         """The connection's webhook URL is one of its endpoints (created once)."""
         endpoints = await self.outbox.list_endpoints(conn)
         if not any(endpoint.url == url for endpoint in endpoints):
-            await self.outbox.add_endpoint(conn, url, scheme=self.config.webhook_scheme)
+            await self.outbox.add_endpoint(conn, url, scheme=self.config.webhooks.scheme)
 
     # -- the pipeline --------------------------------------------------------------------------
 
@@ -151,6 +167,7 @@ class TwinService:
             op = exchange.match.operation if exchange.match else None
             where = f" for {op.key}" if op else ""
             exchange.response = problem(500, f"the spec's schema{where} cannot be satisfied: {exc}")
+        await self.after_request(exchange)
         plan = exchange.fault
         await self.journal.record(
             exchange,
@@ -163,6 +180,73 @@ class TwinService:
         if plan is not None and plan.kind in TRANSPORT_KINDS:
             exchange.response.fault = plan
         return exchange.response
+
+    async def after_request(self, exchange: Exchange) -> None:
+        """The "enqueue events" stage: callbacks of the operation, and configured rules."""
+        response = exchange.response
+        match = exchange.match
+        if response is None or match is None or match.operation is None or not exchange.identity:
+            return
+        if exchange.fault is not None or not 200 <= response.status < 300:
+            return
+        op = match.operation
+        conn = exchange.identity.connection
+        context = self._callback_context(exchange, response)
+        for callback in op.callbacks:
+            await self._callback(conn, f"{op.operation_id}.{callback.name}", context)
+        for rule in self.config.rules:
+            if rule.after == op.operation_id and (
+                not rule.status or response.status in rule.status
+            ):
+                await self._rule(conn, rule, context.response_body)
+
+    def _callback_context(self, exchange: Exchange, response: MockResponse) -> RequestContext:
+        request = exchange.request
+        outcome = exchange.outcome
+        return RequestContext(
+            method=request.method,
+            url=request.path + (f"?{request.query}" if request.query else ""),
+            path=exchange.match.path_params if exchange.match else {},
+            query=request.query_pairs,
+            headers=request.headers,
+            body=outcome.request.body if outcome else None,
+            status=response.status,
+            response_headers={k.lower(): v for k, v in response.headers},
+            response_body=_json_or_none(response.body),
+        )
+
+    async def _callback(self, conn: str, name: str, context: RequestContext) -> None:
+        event = self.events.get(name)
+        if event is None or event.expression is None:
+            return
+        url = callback_url(event.expression, context)
+        if url is None:
+            return  # the request did not carry the value the expression names
+        payload = build_payload(
+            event, None, generator=self.generator, rng=random.Random(), clock=self.clock
+        )
+        try:
+            await self.outbox.emit(conn, name, payload, url=url, method=event.method)
+        except ApitwinError as exc:
+            log.warning("callback %s to %s not sent: %s", name, url, exc.message)
+
+    async def _rule(self, conn: str, rule: Rule, record: Any) -> None:
+        event = self.events.get(rule.emit)
+        if event is None:
+            log.warning("rule after %s names no known event %r", rule.after, rule.emit)
+            return
+        payload = build_payload(
+            event,
+            record if isinstance(record, dict) else None,
+            generator=self.generator,
+            rng=random.Random(),
+            clock=self.clock,
+        )
+        ops, _ = await self.outbox.enqueue_ops(
+            conn, rule.emit, payload, now=self.clock.now() + rule.delay
+        )
+        await self.store.write(ops)
+        self.outbox.notify()
 
     def _named_connection(self, request: InboundRequest) -> str:
         """Requests that fail before identification still belong to a connection if named."""
@@ -364,6 +448,13 @@ class TwinService:
         return MockResponse(
             choice.status, headers, b"" if head else body, operation_id=op.operation_id
         )
+
+
+def _json_or_none(body: bytes) -> Any:
+    try:
+        return orjson.loads(body) if body else None
+    except orjson.JSONDecodeError:
+        return None
 
 
 def _spec_path(spec: Spec) -> Path:
