@@ -101,6 +101,18 @@ class Control(Protocol):
     async def get_delivery(self, connection_id: str, delivery_id: str) -> dict[str, Any]: ...
     async def redeliver(self, connection_id: str, delivery_id: str) -> dict[str, Any]: ...
     async def add_fault(self, connection_id: str, rule: dict[str, Any]) -> dict[str, Any]: ...
+    async def add_endpoint(
+        self,
+        connection_id: str,
+        url: str,
+        *,
+        events: list[str] | None = None,
+        scheme: str | None = None,
+    ) -> dict[str, Any]: ...
+    async def list_endpoints(self, connection_id: str) -> dict[str, Any]: ...
+    async def rotate_secret(
+        self, connection_id: str, endpoint_id: str, grace_seconds: float = 86400
+    ) -> dict[str, Any]: ...
     async def list_faults(self, connection_id: str) -> dict[str, Any]: ...
     async def clear_faults(
         self, connection_id: str, rule_id: str | None = None
@@ -318,6 +330,44 @@ def build_server(local: Control | None) -> MCPServer:
         return await _call(
             control.list_deliveries(handle, status=status, event=event, limit=limit, cursor=cursor)
         )
+
+    @mcp.tool(annotations=ADD)
+    async def add_endpoint(
+        connection_id: ConnectionId,
+        url: Annotated[str, Field(description="Where the system under test receives webhooks")],
+        events: Annotated[
+            list[str] | None,
+            Field(description="Only these events (glob like 'project.*'); all when omitted"),
+        ] = None,
+        scheme: Annotated[
+            Literal[
+                "standard-webhooks", "standard-webhooks-v1a", "stripe", "github", "slack", "shopify"
+            ]
+            | None,
+            Field(description="Signing scheme; the twin's default when omitted"),
+        ] = None,
+    ) -> dict[str, Any]:
+        """Add a webhook target; the signing secret is shown in full only in this answer."""
+        control, handle = router.split(connection_id)
+        return await _call(control.add_endpoint(handle, url, events=events, scheme=scheme))
+
+    @mcp.tool(annotations=READ)
+    async def list_endpoints(connection_id: ConnectionId) -> dict[str, Any]:
+        """Webhook targets of the connection (secrets masked), with their health."""
+        control, handle = router.split(connection_id)
+        return await _call(control.list_endpoints(handle))
+
+    @mcp.tool(annotations=CHANGE)
+    async def rotate_secret(
+        connection_id: ConnectionId,
+        endpoint_id: str,
+        grace_seconds: Annotated[
+            float, Field(ge=0, description="Old secret still signs this long")
+        ] = 86400,
+    ) -> dict[str, Any]:
+        """New signing secret for an endpoint (old and new signatures sent during the grace)."""
+        control, handle = router.split(connection_id)
+        return await _call(control.rotate_secret(handle, endpoint_id, grace_seconds))
 
     @mcp.tool(annotations=READ)
     async def get_delivery(connection_id: ConnectionId, delivery_id: str) -> dict[str, Any]:

@@ -163,6 +163,26 @@ class RemoteControl:
     async def add_fault(self, connection_id: str, rule: dict[str, Any]) -> dict[str, Any]:
         return dict(await self._request("POST", f"{_conn(connection_id)}/faults", json=rule))
 
+    async def add_endpoint(
+        self,
+        connection_id: str,
+        url: str,
+        *,
+        events: list[str] | None = None,
+        scheme: str | None = None,
+    ) -> dict[str, Any]:
+        body = _params(url=url, events=events, scheme=scheme)
+        return dict(await self._request("POST", f"{_conn(connection_id)}/endpoints", json=body))
+
+    async def list_endpoints(self, connection_id: str) -> dict[str, Any]:
+        return dict(await self._request("GET", f"{_conn(connection_id)}/endpoints"))
+
+    async def rotate_secret(
+        self, connection_id: str, endpoint_id: str, grace_seconds: float = 86400
+    ) -> dict[str, Any]:
+        path = f"{_conn(connection_id)}/endpoints/{quote(endpoint_id, safe='')}/rotate"
+        return dict(await self._request("POST", path, json={"grace_seconds": grace_seconds}))
+
     async def list_faults(self, connection_id: str) -> dict[str, Any]:
         return dict(await self._request("GET", f"{_conn(connection_id)}/faults"))
 

@@ -95,8 +95,10 @@ async def test_creating_a_project_delivers_a_signed_webhook_and_a_failure_is_ret
             await client.call_tool("connect", {"client_id": "acme-qa", "webhook_url": hook_url})
         )
         handle = connected["connection_id"]
-        endpoint = (await twin.twin.outbox.list_endpoints("acme-qa"))[0]
-        secret = endpoint.secrets[0]
+        secret = connected["webhook"]["secret"]
+        assert secret.startswith("whsec_")
+        listed = data(await client.call_tool("list_endpoints", {"connection_id": handle}))
+        assert secret not in str(listed)
 
         created = data(
             await client.call_tool(
@@ -136,6 +138,28 @@ async def test_creating_a_project_delivers_a_signed_webhook_and_a_failure_is_ret
         assert retried["status"] == "succeeded"
         assert [a["response_status"] for a in retried["attempt_log"]] == [503, 200]
         Webhook(secret).verify(hooks.received[2][1], hooks.received[2][0])
+
+        # rotate: during the grace period both the old and the new secret verify
+        endpoint_id = listed["endpoints"][0]["id"]
+        rotated = data(
+            await client.call_tool(
+                "rotate_secret", {"connection_id": handle, "endpoint_id": endpoint_id}
+            )
+        )
+        data(
+            await client.call_tool(
+                "trigger_event",
+                {
+                    "connection_id": handle,
+                    "event": "project.updated",
+                    "record": {"resource": "projects", "id": created["id"]},
+                },
+            )
+        )
+        await anyio.to_thread.run_sync(hooks.wait_for, 4)
+        headers, body = hooks.received[3]
+        Webhook(secret).verify(body, headers)
+        Webhook(rotated["secret"]).verify(body, headers)
 
 
 async def test_an_injected_fault_reaches_the_system_under_test_and_the_journal_tags_it(

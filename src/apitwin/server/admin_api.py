@@ -196,6 +196,25 @@ async def redeliver(c: ControlService, r: Request, b: dict[str, Any]) -> tuple[i
     return 200, await c.redeliver(r.path_params["cid"], r.path_params["id"])
 
 
+async def add_endpoint(c: ControlService, r: Request, b: dict[str, Any]) -> tuple[int, Any]:
+    if not isinstance(b.get("url"), str):
+        raise InvalidInputError("url (string) is required", field="url")
+    return 201, await c.add_endpoint(
+        r.path_params["cid"], b["url"], events=b.get("events"), scheme=b.get("scheme")
+    )
+
+
+async def list_endpoints(c: ControlService, r: Request, b: dict[str, Any]) -> tuple[int, Any]:
+    return 200, await c.list_endpoints(r.path_params["cid"])
+
+
+async def rotate_secret(c: ControlService, r: Request, b: dict[str, Any]) -> tuple[int, Any]:
+    grace = b.get("grace_seconds", 86400)
+    if not isinstance(grace, (int, float)) or isinstance(grace, bool) or grace < 0:
+        raise InvalidInputError("grace_seconds must be a number >= 0", field="grace_seconds")
+    return 200, await c.rotate_secret(r.path_params["cid"], r.path_params["id"], float(grace))
+
+
 async def add_fault(c: ControlService, r: Request, b: dict[str, Any]) -> tuple[int, Any]:
     return 201, await c.add_fault(r.path_params["cid"], b)
 
@@ -332,6 +351,29 @@ ENDPOINTS = [
     ),
     Endpoint("GET", _CONN + "/deliveries/{id}", "A delivery and its attempts", get_delivery),
     Endpoint("POST", _CONN + "/deliveries/{id}/redeliver", "Deliver again", redeliver),
+    Endpoint(
+        "POST",
+        _CONN + "/endpoints",
+        "Add a webhook endpoint (secret shown once)",
+        add_endpoint,
+        body={
+            "type": "object",
+            "required": ["url"],
+            "properties": {
+                "url": {"type": "string"},
+                "events": {"type": "array"},
+                "scheme": {"type": "string"},
+            },
+        },
+    ),
+    Endpoint("GET", _CONN + "/endpoints", "List webhook endpoints", list_endpoints),
+    Endpoint(
+        "POST",
+        _CONN + "/endpoints/{id}/rotate",
+        "Rotate an endpoint's secret",
+        rotate_secret,
+        body={"type": "object", "properties": {"grace_seconds": {"type": "number"}}},
+    ),
     Endpoint("POST", _CONN + "/faults", "Add a fault rule", add_fault, body=_OBJECT),
     Endpoint("GET", _CONN + "/faults", "List fault rules", list_faults),
     Endpoint(

@@ -106,9 +106,12 @@ class ControlService:
             )
         else:
             connection = existing
+        view = self._connection_view(Handle(target, connection), reveal=created, created=created)
         if connection.webhook_url:
-            await target.ensure_endpoint(connection.client_id, connection.webhook_url)
-        return self._connection_view(Handle(target, connection), reveal=created, created=created)
+            view["webhook"] = await target.ensure_endpoint(
+                connection.client_id, connection.webhook_url
+            )
+        return view
 
     async def list_connections(self, twin: str | None = None) -> list[dict[str, Any]]:
         twins = [self.twin(twin)] if twin else list(self.twins.values())
@@ -361,6 +364,40 @@ class ControlService:
     async def redeliver(self, connection_id: str, delivery_id: str) -> dict[str, Any]:
         handle = self.handle(connection_id)
         return await handle.twin.outbox.redeliver(handle.connection.client_id, delivery_id)
+
+    async def add_endpoint(
+        self,
+        connection_id: str,
+        url: str,
+        *,
+        events: list[str] | None = None,
+        scheme: str | None = None,
+    ) -> dict[str, Any]:
+        """Another webhook target; its signing secret is shown in full only here."""
+        handle = self.handle(connection_id)
+        outbox = handle.twin.outbox
+        endpoint, secret = await outbox.add_endpoint(
+            handle.connection.client_id,
+            url,
+            tuple(events or ()),
+            scheme or handle.twin.config.webhooks.scheme,
+        )
+        return {**endpoint.view(), "secret": secret}
+
+    async def list_endpoints(self, connection_id: str) -> dict[str, Any]:
+        handle = self.handle(connection_id)
+        endpoints = await handle.twin.outbox.list_endpoints(handle.connection.client_id)
+        return {"endpoints": [endpoint.view() for endpoint in endpoints]}
+
+    async def rotate_secret(
+        self, connection_id: str, endpoint_id: str, grace_seconds: float = 86400
+    ) -> dict[str, Any]:
+        """A new signing secret; the old one still signs until the grace period ends."""
+        handle = self.handle(connection_id)
+        secret = await handle.twin.outbox.rotate_secret(
+            handle.connection.client_id, endpoint_id, grace_seconds
+        )
+        return {"endpoint_id": endpoint_id, "secret": secret, "grace_seconds": grace_seconds}
 
     # -- faults --------------------------------------------------------------------------------
 

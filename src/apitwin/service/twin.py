@@ -151,11 +151,18 @@ class TwinService:
     async def stop(self) -> None:
         await self.dispatcher.stop()
 
-    async def ensure_endpoint(self, conn: str, url: str) -> None:
-        """The connection's webhook URL is one of its endpoints (created once)."""
-        endpoints = await self.outbox.list_endpoints(conn)
-        if not any(endpoint.url == url for endpoint in endpoints):
-            await self.outbox.add_endpoint(conn, url, scheme=self.config.webhooks.scheme)
+    async def ensure_endpoint(self, conn: str, url: str) -> dict[str, Any]:
+        """The connection's webhook URL is one of its endpoints (created once).
+
+        Returns the endpoint's view; its signing secret in full only when just created.
+        """
+        for endpoint in await self.outbox.list_endpoints(conn):
+            if endpoint.url == url:
+                return endpoint.view()
+        endpoint, secret = await self.outbox.add_endpoint(
+            conn, url, scheme=self.config.webhooks.scheme
+        )
+        return {**endpoint.view(), "secret": secret}
 
     # -- the pipeline --------------------------------------------------------------------------
 
