@@ -103,3 +103,41 @@ def serve(app: Any) -> Iterator[str]:
         server.should_exit = True
         thread.join(10)
         sock.close()
+
+
+class Receiver:
+    """A webhook receiver on loopback that answers from a status script and records requests."""
+
+    def __init__(self) -> None:
+        self.received: list[tuple[dict[str, str], bytes]] = []
+        self.paths: list[str] = []
+        self.answered: dict[str, int] = {}  # webhook-id/attempt marker -> status answered
+        self.statuses: list[int] = []
+        self.arrived = threading.Condition()
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        headers = {k.decode(): v.decode() for k, v in scope["headers"]}
+        status = self.statuses.pop(0) if self.statuses else 200
+        headers["x-receiver-status"] = str(status)
+        with self.arrived:
+            self.paths.append(scope["path"])
+            self.received.append((headers, body))
+            self.arrived.notify_all()
+        await send({"type": "http.response.start", "status": status, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    @staticmethod
+    def status_of(headers: dict[str, str]) -> int:
+        return int(headers["x-receiver-status"])
+
+    def wait_for(self, count: int, timeout: float = 5.0) -> None:
+        with self.arrived:
+            assert self.arrived.wait_for(lambda: len(self.received) >= count, timeout)

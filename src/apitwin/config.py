@@ -131,6 +131,16 @@ _TWIN = {
                     "items": {"type": "string"},
                     "description": "Networks (CIDR) targets may resolve to; default loopback.",
                 },
+                "failing_after": {
+                    "type": "integer",
+                    "minimum": 1,
+                    "description": "Consecutive failures before an endpoint is failing (5).",
+                },
+                "disable_after": {
+                    "type": "number",
+                    "minimum": 0,
+                    "description": "Seconds failing before it is disabled (432000, 5 days).",
+                },
                 "emit_on_change": {
                     "type": "boolean",
                     "description": "Record changes emit their linked events (default true).",
@@ -200,6 +210,8 @@ class WebhookConfig:
     timeout: float = 15.0
     allow: tuple[str, ...] = ("127.0.0.0/8", "::1/128")
     emit_on_change: bool = True
+    failing_after: int = 5
+    disable_after: float = 5 * 86400.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -359,6 +371,8 @@ def _webhooks(raw: dict[str, Any]) -> WebhookConfig:
         timeout=float(raw.get("timeout", 15.0)),
         allow=tuple(raw.get("allow", ("127.0.0.0/8", "::1/128"))),
         emit_on_change=raw.get("emit_on_change", True),
+        failing_after=int(raw.get("failing_after", 5)),
+        disable_after=float(raw.get("disable_after", 5 * 86400.0)),
     )
 
 

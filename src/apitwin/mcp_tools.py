@@ -100,6 +100,9 @@ class Control(Protocol):
     ) -> dict[str, Any]: ...
     async def get_delivery(self, connection_id: str, delivery_id: str) -> dict[str, Any]: ...
     async def redeliver(self, connection_id: str, delivery_id: str) -> dict[str, Any]: ...
+    async def redeliver_failed(
+        self, connection_id: str, since_seconds: float
+    ) -> dict[str, Any]: ...
     async def add_fault(self, connection_id: str, rule: dict[str, Any]) -> dict[str, Any]: ...
     async def add_endpoint(
         self,
@@ -376,10 +379,20 @@ def build_server(local: Control | None) -> MCPServer:
         return await _call(control.get_delivery(handle, delivery_id))
 
     @mcp.tool(annotations=ADD)
-    async def redeliver(connection_id: ConnectionId, delivery_id: str) -> dict[str, Any]:
-        """Deliver a message again (a new attempt cycle)."""
+    async def redeliver(
+        connection_id: ConnectionId,
+        delivery_id: Annotated[str | None, Field(description="One delivery")] = None,
+        failed_within_seconds: Annotated[
+            float | None, Field(gt=0, description="Or: every delivery that failed this recently")
+        ] = None,
+    ) -> dict[str, Any]:
+        """Deliver again: one delivery, or all that failed recently (a new attempt cycle)."""
         control, handle = router.split(connection_id)
-        return await _call(control.redeliver(handle, delivery_id))
+        if delivery_id:
+            return await _call(control.redeliver(handle, delivery_id))
+        if failed_within_seconds:
+            return await _call(control.redeliver_failed(handle, failed_within_seconds))
+        raise ToolError("give delivery_id, or failed_within_seconds to redeliver recent failures")
 
     @mcp.tool(annotations=ADD)
     async def add_fault(

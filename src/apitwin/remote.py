@@ -163,6 +163,10 @@ class RemoteControl:
     async def add_fault(self, connection_id: str, rule: dict[str, Any]) -> dict[str, Any]:
         return dict(await self._request("POST", f"{_conn(connection_id)}/faults", json=rule))
 
+    async def redeliver_failed(self, connection_id: str, since_seconds: float) -> dict[str, Any]:
+        path = f"{_conn(connection_id)}/deliveries/redeliver-failed"
+        return dict(await self._request("POST", path, json={"since_seconds": since_seconds}))
+
     async def add_endpoint(
         self,
         connection_id: str,

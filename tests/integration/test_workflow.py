@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -12,7 +11,7 @@ import pytest
 from mcp import Client
 from standardwebhooks.webhooks import Webhook
 
-from conftest import REPO, Running, serve, serve_twin
+from conftest import REPO, Receiver, Running, serve, serve_twin
 
 pytestmark = pytest.mark.anyio
 EXAMPLE = REPO / "src" / "apitwin" / "examples" / "expert-network" / "openapi.yaml"
@@ -27,44 +26,6 @@ PROJECT = {
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
-
-
-class Receiver:
-    """A webhook receiver on loopback that answers from a status script and records requests."""
-
-    def __init__(self) -> None:
-        self.received: list[tuple[dict[str, str], bytes]] = []
-        self.paths: list[str] = []
-        self.answered: dict[str, int] = {}  # webhook-id/attempt marker -> status answered
-        self.statuses: list[int] = []
-        self.arrived = threading.Condition()
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            return
-        body = b""
-        while True:
-            message = await receive()
-            body += message.get("body", b"")
-            if not message.get("more_body"):
-                break
-        headers = {k.decode(): v.decode() for k, v in scope["headers"]}
-        status = self.statuses.pop(0) if self.statuses else 200
-        headers["x-receiver-status"] = str(status)
-        with self.arrived:
-            self.paths.append(scope["path"])
-            self.received.append((headers, body))
-            self.arrived.notify_all()
-        await send({"type": "http.response.start", "status": status, "headers": []})
-        await send({"type": "http.response.body", "body": b"ok"})
-
-    @staticmethod
-    def status_of(headers: dict[str, str]) -> int:
-        return int(headers["x-receiver-status"])
-
-    def wait_for(self, count: int, timeout: float = 5.0) -> None:
-        with self.arrived:
-            assert self.arrived.wait_for(lambda: len(self.received) >= count, timeout)
 
 
 @pytest.fixture

@@ -196,6 +196,13 @@ async def redeliver(c: ControlService, r: Request, b: dict[str, Any]) -> tuple[i
     return 200, await c.redeliver(r.path_params["cid"], r.path_params["id"])
 
 
+async def redeliver_failed(c: ControlService, r: Request, b: dict[str, Any]) -> tuple[int, Any]:
+    since = b.get("since_seconds", 86400)
+    if not isinstance(since, (int, float)) or isinstance(since, bool) or since <= 0:
+        raise InvalidInputError("since_seconds must be a positive number", field="since_seconds")
+    return 200, await c.redeliver_failed(r.path_params["cid"], float(since))
+
+
 async def add_endpoint(c: ControlService, r: Request, b: dict[str, Any]) -> tuple[int, Any]:
     if not isinstance(b.get("url"), str):
         raise InvalidInputError("url (string) is required", field="url")
@@ -348,6 +355,13 @@ ENDPOINTS = [
             "limit": "page size",
             "cursor": "next_cursor",
         },
+    ),
+    Endpoint(
+        "POST",
+        _CONN + "/deliveries/redeliver-failed",
+        "Deliver again everything that failed recently",
+        redeliver_failed,
+        body={"type": "object", "properties": {"since_seconds": {"type": "number"}}},
     ),
     Endpoint("GET", _CONN + "/deliveries/{id}", "A delivery and its attempts", get_delivery),
     Endpoint("POST", _CONN + "/deliveries/{id}/redeliver", "Deliver again", redeliver),

@@ -342,6 +342,8 @@ class ControlService:
         *,
         status: str | None = None,
         event: str | None = None,
+        endpoint: str | None = None,
+        since: float | None = None,
         limit: int = 20,
         cursor: str | None = None,
     ) -> dict[str, Any]:
@@ -352,6 +354,8 @@ class ControlService:
             handle.connection.client_id,
             status=cast("DeliveryStatus | None", status),
             event=event,
+            endpoint=endpoint,
+            since=since,
             limit=max(1, min(limit, MAX_LIMIT)),
             cursor=cursor,
         )
@@ -364,6 +368,13 @@ class ControlService:
     async def redeliver(self, connection_id: str, delivery_id: str) -> dict[str, Any]:
         handle = self.handle(connection_id)
         return await handle.twin.outbox.redeliver(handle.connection.client_id, delivery_id)
+
+    async def redeliver_failed(self, connection_id: str, since_seconds: float) -> dict[str, Any]:
+        """Deliver again every delivery that failed in the last ``since_seconds``."""
+        handle = self.handle(connection_id)
+        since = handle.twin.clock.now() - since_seconds
+        ids = await handle.twin.outbox.redeliver_failed(handle.connection.client_id, since)
+        return {"redelivered": ids}
 
     async def add_endpoint(
         self,

@@ -111,6 +111,8 @@ class TwinService:
             timeout=hooks.timeout,
             allow=AllowList(hooks.allow),
             seed=self.seed,
+            failing_after=hooks.failing_after,
+            disable_after=hooks.disable_after,
         )
         if hooks.emit_on_change:
             self.records.emit = ChangeEvents(
