@@ -155,7 +155,9 @@ def error_response(
     value = gen.generate(media.schema.json, direction="response", rng=rng)
     filled = fill_error(value, media.schema, status, detail, violations, gen, rng)
     content = media.name if "*" not in media.name else "application/json"
-    extra = header_values(response.headers, gen, rng)
+    given = {name.lower() for name, _ in headers or ()}
+    # Headers the caller sets (Retry-After of a rate limit, ...) replace generated ones.
+    extra = [h for h in header_values(response.headers, gen, rng) if h[0].lower() not in given]
     return MockResponse(
         status,
         [("content-type", content), *extra, *(headers or [])],
