@@ -19,6 +19,9 @@ import httpx2
 import jsonschema
 import pytest
 import stripe
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from slack_sdk.signature import SignatureVerifier
 from standardwebhooks.webhooks import Webhook
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -41,7 +44,7 @@ from apitwin.webhooks.outbox import (
     WebhookInputError,
 )
 from apitwin.webhooks.safety import AllowList
-from apitwin.webhooks.signing import mask_secret
+from apitwin.webhooks.signing import mask_secret, signer_for
 
 from conftest import serve
 
@@ -171,6 +174,21 @@ def stripe_ok(body: bytes, header: str, secret: str) -> bool:
     return bool(stripe.WebhookSignature.verify_header(body.decode(), header, secret, 300))
 
 
+def v1a_ok(body: bytes, headers: dict[str, str], public_key: str) -> bool:
+    """Standard Webhooks v1a (ed25519), checked with the cryptography package directly."""
+    key = Ed25519PublicKey.from_public_bytes(base64.b64decode(public_key.removeprefix("whpk_")))
+    content = f"{headers['webhook-id']}.{headers['webhook-timestamp']}.".encode() + body
+    for entry in headers["webhook-signature"].split():
+        version, _, signature = entry.partition(",")
+        if version == "v1a":
+            try:
+                key.verify(base64.b64decode(signature), content)
+            except InvalidSignature:
+                continue
+            return True
+    return False
+
+
 def sw_signature(secret: str, msg_id: str, ts: int, body: bytes) -> str:
     """The Standard Webhooks signature, computed by the reference library."""
     return Webhook(secret).sign(msg_id, datetime.fromtimestamp(ts, UTC), body.decode())
@@ -179,7 +197,10 @@ def sw_signature(secret: str, msg_id: str, ts: int, body: bytes) -> str:
 # -- signing ----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("scheme", ["standard-webhooks", "stripe", "github"])
+@pytest.mark.parametrize(
+    "scheme",
+    ["standard-webhooks", "standard-webhooks-v1a", "stripe", "github", "slack", "shopify"],
+)
 async def test_each_scheme_verifies_with_an_independent_verifier(
     rig_factory: Any, receiver: Receiver, scheme: str
 ) -> None:
@@ -194,6 +215,17 @@ async def test_each_scheme_verifies_with_an_independent_verifier(
         assert got.headers["webhook-id"] == msg_id
     elif scheme == "stripe":
         assert stripe_ok(got.body, got.headers["stripe-signature"], secret)
+    elif scheme == "standard-webhooks-v1a":
+        public_key = signer_for(scheme).public_key(secret)  # type: ignore[attr-defined]
+        assert v1a_ok(got.body, got.headers, public_key)
+    elif scheme == "slack":
+        verifier = SignatureVerifier(secret)
+        assert verifier.is_valid(
+            got.body, got.headers["x-slack-request-timestamp"], got.headers["x-slack-signature"]
+        )
+    elif scheme == "shopify":
+        digest = base64.b64encode(hmac.new(secret.encode(), got.body, hashlib.sha256).digest())
+        assert hmac.compare_digest(got.headers["x-shopify-hmac-sha256"], digest.decode())
     else:
         digest = hmac.new(secret.encode(), got.body, hashlib.sha256).hexdigest()
         assert hmac.compare_digest(got.headers["x-hub-signature-256"], f"sha256={digest}")
