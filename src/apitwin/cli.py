@@ -129,7 +129,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def settings_from(args: argparse.Namespace) -> Settings:
     """Defaults < config file < command line."""
     if args.command == "demo":
-        base = Settings(twins=(twin_for_spec(example_spec(), name="research"),))
+        base = load_config(example_spec().parent / "apitwin.yaml")
     elif getattr(args, "config", None):
         if args.specs:
             raise ApitwinError("give either SPEC files or --config, not both")
@@ -156,7 +156,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
         twins=base.twins,
         host=args.host or base.host,
         port=args.port if args.port is not None else base.port,
-        db=args.db or (base.db if base.source else "apitwin.db"),
+        db=args.db or (base.db if base.source and args.command != "demo" else "apitwin.db"),
         admin_token=args.admin_token or os.environ.get(TOKEN_ENV) or base.admin_token,
         source=base.source,
     )

@@ -208,4 +208,10 @@ def test_demo_is_the_readme_run_command(tmp_path: Path) -> None:
     port = free_port()
     with running("demo", "--port", str(port), "--db", ":memory:", cwd=tmp_path) as (_, banner):
         assert "Research Platform Partner API" in banner
+        assert "connection acme-qa" in banner
         assert httpx.get(f"http://127.0.0.1:{port}/_apitwin/health").json()["status"] == "ok"
+        projects = httpx.get(
+            f"http://127.0.0.1:{port}/partner/v1/projects",
+            headers={"Authorization": "Bearer ak_demo_acme_qa_key"},
+        ).json()
+        assert {p["id"] for p in projects["data"]} == {"prj_DemoBattery1", "prj_DemoPayment2"}

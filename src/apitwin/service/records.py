@@ -259,7 +259,12 @@ class Records:
     def build(
         self, resource: Resource, body: dict[str, Any], parent_id: str | None, complete: bool
     ) -> dict[str, Any]:
-        record = {k: v for k, v in body.items() if k not in self._read_only(resource)}
+        # The partner side (fixtures, control plane) may set server fields; the API caller may not.
+        record = (
+            dict(body)
+            if complete
+            else {k: v for k, v in body.items() if k not in self._read_only(resource)}
+        )
         if record.get(resource.id_field) in (None, ""):
             record[resource.id_field] = self.new_id(resource)
         if resource.parent_field and parent_id is not None:
