@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Awaitable
 from typing import Annotated, Any, Literal, Protocol
 
+import orjson
 from mcp.server import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import ToolAnnotations
@@ -493,6 +494,26 @@ def build_server(local: Control | None) -> MCPServer:
         return await _call(
             control.count_requests(handle, operation=operation, status=_status(status))
         )
+
+    @mcp.resource(
+        "apitwin://connections/{connection_id}/deliveries/{delivery_id}",
+        name="delivery",
+        description="A webhook delivery with every attempt (payloads in full, secrets masked).",
+        mime_type="application/json",
+    )
+    async def delivery_resource(connection_id: str, delivery_id: str) -> str:
+        control, handle = router.split(connection_id)
+        return orjson.dumps(await _call(control.get_delivery(handle, delivery_id))).decode()
+
+    @mcp.resource(
+        "apitwin://connections/{connection_id}/requests/{request_id}",
+        name="request",
+        description="A journal entry: what the system under test sent and what the twin answered.",
+        mime_type="application/json",
+    )
+    async def request_resource(connection_id: str, request_id: str) -> str:
+        control, handle = router.split(connection_id)
+        return orjson.dumps(await _call(control.get_request(handle, request_id))).decode()
 
     return mcp
 

@@ -162,3 +162,19 @@ async def test_an_injected_fault_reaches_the_system_under_test_and_the_journal_t
             )
         )
         assert counted["count"] == 1
+
+
+async def test_journal_entries_are_readable_as_mcp_resources(twin: Running) -> None:
+    async with Client(f"{twin.origin}/mcp") as client:
+        connected = data(await client.call_tool("connect", {"client_id": "res"}))
+        handle = connected["connection_id"]
+        httpx.get(
+            f"{connected['base_url']}/projects",
+            headers={"Authorization": f"Bearer {connected['api_key']}"},
+        )
+        entry = data(await client.call_tool("list_requests", {"connection_id": handle}))
+        request_id = entry["requests"][0]["id"]
+        templates = await client.list_resource_templates()
+        assert any("requests/{request_id}" in t.uri_template for t in templates.resource_templates)
+        read = await client.read_resource(f"apitwin://connections/{handle}/requests/{request_id}")
+        assert f'"id":"{request_id}"' in read.contents[0].text
