@@ -51,10 +51,8 @@ class RemoteControl:
         found = await self._request("GET", "/connections", params={"twin": twin} if twin else None)
         return list(found["connections"])
 
-    async def reset_connection(self, connection_id: str, *, reseed: bool = True) -> dict[str, Any]:
-        return dict(
-            await self._request("POST", f"{_conn(connection_id)}/reset", json={"reseed": reseed})
-        )
+    async def reset_connection(self, connection_id: str) -> dict[str, Any]:
+        return dict(await self._request("POST", f"{_conn(connection_id)}/reset"))
 
     async def describe_api(self, connection_id: str, resource: str | None = None) -> dict[str, Any]:
         params = {"resource": resource} if resource else None

@@ -158,3 +158,9 @@ async def test_seed_data_from_examples_and_generated_records(tmp_path: Any) -> N
         assert reset.json()["seeded_records"] >= seeded["total"]
         again = httpx.get(f"{api}/connections/{handle}/records/projects").json()
         assert again["total"] == seeded["total"]
+        httpx.post(f"{api}/connections/{handle}/records/projects/generate", json={"count": 2})
+        whole = httpx.post(f"{api}/twins/{running.twin.name}/reset")
+        assert whole.status_code == 200
+        assert set(whole.json()["seeded_records"]) == {"default", "seeded"}
+        final = httpx.get(f"{api}/connections/{handle}/records/projects").json()
+        assert final["total"] == seeded["total"]

@@ -107,7 +107,11 @@ async def connect(c: ControlService, r: Request, b: dict[str, Any]) -> tuple[int
 
 
 async def reset(c: ControlService, r: Request, b: dict[str, Any]) -> tuple[int, Any]:
-    return 200, await c.reset_connection(r.path_params["cid"], reseed=b.get("reseed", True))
+    return 200, await c.reset_connection(r.path_params["cid"])
+
+
+async def reset_twin(c: ControlService, r: Request, b: dict[str, Any]) -> tuple[int, Any]:
+    return 200, await c.reset_twin(r.path_params["twin"])
 
 
 async def describe(c: ControlService, r: Request, b: dict[str, Any]) -> tuple[int, Any]:
@@ -286,10 +290,15 @@ ENDPOINTS = [
     ),
     Endpoint(
         "POST",
+        "/twins/{twin}/reset",
+        "Reset every connection of a twin to its seed data",
+        reset_twin,
+    ),
+    Endpoint(
+        "POST",
         _CONN + "/reset",
         "Reset a connection to its seed data",
         reset,
-        body={"type": "object", "properties": {"reseed": {"type": "boolean"}}},
     ),
     Endpoint(
         "GET",

@@ -20,7 +20,7 @@ from apitwin.schemanav import deref, properties
 from apitwin.service import seeding
 from apitwin.service.twin import TwinService
 from apitwin.spec.resources import Resource
-from apitwin.state.store import Clear, Item
+from apitwin.state.store import Item
 from apitwin.tenants import Connection
 from apitwin.webhooks.events import build_payload
 
@@ -121,25 +121,17 @@ class ControlService:
             for c in t.connections.all()
         ]
 
-    async def reset_connection(self, connection_id: str, *, reseed: bool = True) -> dict[str, Any]:
-        """Remove the connection's records (and journal, deliveries, faults), then re-seed."""
+    async def reset_connection(self, connection_id: str) -> dict[str, Any]:
+        """Back to seed data: records, journal, deliveries and faults go; endpoints stay."""
         handle = self.handle(connection_id)
-        twin, client_id = handle.twin, handle.connection.client_id
-        await twin.store.write([Clear(twin.name, client_id, keep=("endpoint",))])
-        twin.outbox.invalidate(client_id)
-        seeded = 0
-        if reseed:
-            configured = {c.client_id: c for c in twin.config.connections}
-            own = configured.get(client_id)
-            fixtures = {**twin.config.fixtures, **(own.fixtures if own else {})}
-            seeded = await seeding.seed_connection(
-                twin.records,
-                twin.spec,
-                client_id,
-                fixtures,
-                from_examples=twin.config.seed_examples,
-            )
+        seeded = await handle.twin.reset(handle.connection.client_id)
         return {"connection_id": handle.id, "reset": True, "seeded_records": seeded}
+
+    async def reset_twin(self, twin: str | None = None) -> dict[str, Any]:
+        """Every connection of a twin back to its seed data."""
+        target = self.twin(twin)
+        seeded = {c.client_id: await target.reset(c.client_id) for c in target.connections.all()}
+        return {"twin": target.name, "reset": True, "seeded_records": seeded}
 
     def _connection_view(
         self, handle: Handle, *, reveal: bool, created: bool | None = None

@@ -56,7 +56,7 @@ from apitwin.service.exchange import Exchange, StateResult
 from apitwin.service.records import Records
 from apitwin.spec.model import Operation, Spec
 from apitwin.spec.resources import infer_resources
-from apitwin.state.store import Store
+from apitwin.state.store import Clear, Store
 from apitwin.tenants import DEFAULT_CONNECTION, Identity
 from apitwin.validation import Outcome, Violation, validate_request
 from apitwin.webhooks.delivery import Dispatcher
@@ -135,23 +135,29 @@ class TwinService:
 
     async def start(self) -> None:
         await self.connections.load(self.config.connections)
-        configured = {c.client_id: c for c in self.config.connections}
         for connection in self.connections.all():
-            own = configured.get(connection.client_id)
-            fixtures = {**self.config.fixtures, **(own.fixtures if own else {})}
-            await seeding.seed_connection(
-                self.records,
-                self.spec,
-                connection.client_id,
-                fixtures,
-                from_examples=self.config.seed_examples,
-            )
+            await self.seed_connection(connection.client_id)
             if connection.webhook_url:
                 await self.ensure_endpoint(connection.client_id, connection.webhook_url)
         await self.dispatcher.start()
 
     async def stop(self) -> None:
         await self.dispatcher.stop()
+
+    async def seed_connection(self, client_id: str) -> int:
+        """Seed a connection once: the twin's fixtures, then its own (config), then examples."""
+        configured = {c.client_id: c for c in self.config.connections}
+        own = configured.get(client_id)
+        fixtures = {**self.config.fixtures, **(own.fixtures if own else {})}
+        return await seeding.seed_connection(
+            self.records, self.spec, client_id, fixtures, from_examples=self.config.seed_examples
+        )
+
+    async def reset(self, client_id: str) -> int:
+        """Back to seed data: records, journal, deliveries and faults go; endpoints stay."""
+        await self.store.write([Clear(self.name, client_id, keep=("endpoint",))])
+        self.outbox.invalidate(client_id)
+        return await self.seed_connection(client_id)
 
     async def ensure_endpoint(self, conn: str, url: str) -> dict[str, Any]:
         """The connection's webhook URL is one of its endpoints (created once).
