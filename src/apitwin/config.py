@@ -147,6 +147,21 @@ _TWIN = {
                 },
             },
         },
+        "actions": {
+            "type": "object",
+            "description": "Workflow actions (become MCP tools): name -> {description, inputs, "
+            "steps: [create|update|action|delete|emit]}.",
+            "additionalProperties": {
+                "type": "object",
+                "additionalProperties": False,
+                "required": ["steps"],
+                "properties": {
+                    "description": {"type": "string"},
+                    "inputs": {"type": "object"},
+                    "steps": {"type": "array", "items": {"type": "object"}, "minItems": 1},
+                },
+            },
+        },
         "rules": {
             "type": "array",
             "description": "Events emitted after inbound requests.",
@@ -240,6 +255,7 @@ class TwinConfig:
     events: Mapping[str, Any] = field(default_factory=dict)
     webhooks: WebhookConfig = field(default_factory=lambda: WebhookConfig())
     rules: tuple[Rule, ...] = ()
+    actions: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def strict_auth(self) -> bool:
@@ -356,6 +372,7 @@ def _twin(raw: dict[str, Any], base: Path) -> TwinConfig:
         connections=tuple(ConnectionConfig(**c) for c in raw.get("connections") or ()),
         events=raw.get("events") or {},
         webhooks=_webhooks(raw.get("webhooks") or {}),
+        actions=raw.get("actions") or {},
         rules=tuple(
             Rule(r["after"], r["emit"], tuple(r.get("status", ())), float(r.get("delay", 0)))
             for r in raw.get("rules") or ()

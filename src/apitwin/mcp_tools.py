@@ -7,7 +7,8 @@ URL>"`` for a connection on another apitwin server reached through its admin API
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
+import inspect
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, Literal, Protocol
 
 import orjson
@@ -18,6 +19,7 @@ from pydantic import Field
 
 from apitwin import __version__
 from apitwin.errors import ApitwinError
+from apitwin.service.actions import Action
 
 INSTRUCTIONS = (
     "apitwin runs working twins of partner platforms. Call connect(client_id) first; every other "
@@ -103,6 +105,10 @@ class Control(Protocol):
         self, connection_id: str, since_seconds: float
     ) -> dict[str, Any]: ...
     async def add_fault(self, connection_id: str, rule: dict[str, Any]) -> dict[str, Any]: ...
+    async def run_action(
+        self, connection_id: str, action: str, inputs: dict[str, Any] | None = None
+    ) -> dict[str, Any]: ...
+    async def list_actions(self, connection_id: str) -> dict[str, Any]: ...
     async def add_endpoint(
         self,
         connection_id: str,
@@ -493,6 +499,24 @@ def build_server(local: Control | None) -> MCPServer:
             control.count_requests(handle, operation=operation, status=_status(status))
         )
 
+    @mcp.tool(annotations=ADD)
+    async def run_action(
+        connection_id: ConnectionId,
+        action: Annotated[str, Field(description="A workflow action from describe_api")],
+        inputs: Annotated[dict[str, Any] | None, Field(description="The action's inputs")] = None,
+    ) -> dict[str, Any]:
+        """Run a workflow action declared for the twin (e.g. shortlist_expert)."""
+        control, handle = router.split(connection_id)
+        return await _call(control.run_action(handle, action, inputs))
+
+    for action in getattr(local, "all_actions", list)():
+        mcp.add_tool(
+            _action_tool(router, action),
+            name=action.name,
+            description=action.description,
+            annotations=ADD,
+        )
+
     @mcp.resource(
         "apitwin://connections/{connection_id}/deliveries/{delivery_id}",
         name="delivery",
@@ -514,6 +538,44 @@ def build_server(local: Control | None) -> MCPServer:
         return orjson.dumps(await _call(control.get_request(handle, request_id))).decode()
 
     return mcp
+
+
+_TYPES: dict[str, Any] = {
+    "string": str,
+    "integer": int,
+    "number": float,
+    "boolean": bool,
+    "object": dict[str, Any],
+    "array": list[Any],
+}
+
+
+def _action_tool(router: Router, action: Action) -> Callable[..., Awaitable[dict[str, Any]]]:
+    """A tool function whose typed signature is the action's inputs (enums as enums)."""
+
+    async def tool(connection_id: str, **inputs: Any) -> dict[str, Any]:
+        control, handle = router.split(connection_id)
+        return await _call(control.run_action(handle, action.name, inputs))
+
+    params = [
+        inspect.Parameter("connection_id", inspect.Parameter.KEYWORD_ONLY, annotation=ConnectionId)
+    ]
+    for spec in action.inputs:
+        kind: Any = Literal[spec.enum] if spec.enum else _TYPES[spec.type]
+        base = kind if spec.required else kind | None
+        # Built at run time from the config, so the type checker cannot follow it.
+        hint = Annotated.__class_getitem__((base, Field(description=spec.description or spec.name)))  # type: ignore[attr-defined]
+        default = inspect.Parameter.empty if spec.required else None
+        params.append(
+            inspect.Parameter(
+                spec.name, inspect.Parameter.KEYWORD_ONLY, annotation=hint, default=default
+            )
+        )
+    tool.__signature__ = inspect.Signature(params, return_annotation=dict[str, Any])  # type: ignore[attr-defined]
+    tool.__annotations__ = {p.name: p.annotation for p in params} | {"return": dict[str, Any]}
+    tool.__name__ = action.name
+    tool.__doc__ = action.description
+    return tool
 
 
 def _status(value: str | None) -> int | str | None:

@@ -185,6 +185,15 @@ class RemoteControl:
         path = f"{_conn(connection_id)}/endpoints/{quote(endpoint_id, safe='')}/rotate"
         return dict(await self._request("POST", path, json={"grace_seconds": grace_seconds}))
 
+    async def run_action(
+        self, connection_id: str, action: str, inputs: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        path = f"{_conn(connection_id)}/actions/{quote(action, safe='')}"
+        return dict(await self._request("POST", path, json={"inputs": inputs or {}}))
+
+    async def list_actions(self, connection_id: str) -> dict[str, Any]:
+        return dict(await self._request("GET", f"{_conn(connection_id)}/actions"))
+
     async def list_faults(self, connection_id: str) -> dict[str, Any]:
         return dict(await self._request("GET", f"{_conn(connection_id)}/faults"))
 

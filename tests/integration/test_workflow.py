@@ -15,6 +15,25 @@ from conftest import REPO, Receiver, Running, serve, serve_twin
 
 pytestmark = pytest.mark.anyio
 EXAMPLE = REPO / "src" / "apitwin" / "examples" / "expert-network" / "openapi.yaml"
+EXPERT = {
+    "name": "Mara Quillfeather",
+    "headline": "Former VP Procurement at a cell manufacturer",
+    "employment_history": [
+        {
+            "company": "Cellco",
+            "title": "VP Procurement",
+            "start_date": "2018-01-01",
+            "end_date": None,
+            "current": True,
+        }
+    ],
+    "hourly_rate": {"amount": 900, "currency": "USD"},
+    "compliance": {
+        "attested": True,
+        "attested_at": "2026-11-01T10:00:00Z",
+        "conflicts_declared": False,
+    },
+}
 PROJECT = {
     "title": "Grid-scale storage in Germany",
     "brief": "Speak with operators of grid batteries about procurement.",
@@ -178,3 +197,67 @@ async def test_journal_entries_are_readable_as_mcp_resources(twin: Running) -> N
         assert any("requests/{request_id}" in t.uri_template for t in templates.resource_templates)
         read = await client.read_resource(f"apitwin://connections/{handle}/requests/{request_id}")
         assert f'"id":"{request_id}"' in read.contents[0].text
+
+
+@pytest.fixture
+def demo() -> Iterator[Running]:
+    from apitwin.config import load_config
+
+    config = load_config(EXAMPLE.parent / "apitwin.yaml").twins[0]
+    with serve_twin(EXAMPLE, actions=config.actions, fixtures=config.fixtures) as running:
+        yield running
+
+
+async def test_workflow_actions_are_typed_tools_that_read_like_the_domain(
+    demo: Running, receiver: tuple[Receiver, str]
+) -> None:
+    hooks, hook_url = receiver
+    async with Client(f"{demo.origin}/mcp") as client:
+        tools = {tool.name: tool for tool in (await client.list_tools()).tools}
+        assert tools["create_project"].input_schema["properties"]["industry"]["enum"]
+        assert set(tools["shortlist_expert"].input_schema["required"]) == {
+            "connection_id",
+            "project_id",
+            "expert_id",
+        }
+        connected = data(
+            await client.call_tool("connect", {"client_id": "acme-qa", "webhook_url": hook_url})
+        )
+        handle = connected["connection_id"]
+        secret = connected["webhook"]["secret"]
+        project = data(
+            await client.call_tool(
+                "create_project",
+                {
+                    "connection_id": handle,
+                    "title": "Grid storage",
+                    "brief": "Battery operators",
+                    "industry": "energy_resources",
+                },
+            )
+        )["steps"][0]["record"]
+        # the expert network submits an expert through the API with its own credentials
+        auth = {"Authorization": f"Bearer {connected['api_key']}"}
+        expert = httpx.post(
+            f"{connected['base_url']}/projects/{project['id']}/experts", json=EXPERT, headers=auth
+        )
+        assert expert.status_code == 201
+        shortlisted = data(
+            await client.call_tool(
+                "shortlist_expert",
+                {
+                    "connection_id": handle,
+                    "project_id": project["id"],
+                    "expert_id": expert.json()["id"],
+                },
+            )
+        )
+        assert shortlisted["steps"][0]["record"]["status"] == "shortlisted"
+        await anyio.to_thread.run_sync(hooks.wait_for, 2)  # project.created, expert.shortlisted
+        events = [Webhook(secret).verify(body, headers)["type"] for headers, body in hooks.received]
+        assert "expert.shortlisted" in events
+        bad = await client.call_tool(
+            "create_project",
+            {"connection_id": handle, "title": "x", "brief": "y", "industry": "toys"},
+        )
+        assert bad.is_error

@@ -226,6 +226,30 @@ async def rotate_secret(c: ControlService, r: Request, b: dict[str, Any]) -> tup
     return 200, await c.rotate_secret(r.path_params["cid"], r.path_params["id"], float(grace))
 
 
+async def run_action(c: ControlService, r: Request, b: dict[str, Any]) -> tuple[int, Any]:
+    inputs = b.get("inputs", {})
+    if not isinstance(inputs, dict):
+        raise InvalidInputError("inputs must be an object", field="inputs")
+    return 200, await c.run_action(r.path_params["cid"], r.path_params["name"], inputs)
+
+
+async def list_actions(c: ControlService, r: Request, b: dict[str, Any]) -> tuple[int, Any]:
+    return 200, await c.list_actions(r.path_params["cid"])
+
+
+async def record_action(c: ControlService, r: Request, b: dict[str, Any]) -> tuple[int, Any]:
+    p = r.path_params
+    body = b.get("body")
+    return 200, await c.record_action(
+        p["cid"],
+        p["resource"],
+        p["id"],
+        p["action"],
+        body if isinstance(body, dict) else None,
+        parent=_parent(r),
+    )
+
+
 async def add_fault(c: ControlService, r: Request, b: dict[str, Any]) -> tuple[int, Any]:
     return 201, await c.add_fault(r.path_params["cid"], b)
 
@@ -396,6 +420,22 @@ ENDPOINTS = [
         "Rotate an endpoint's secret",
         rotate_secret,
         body={"type": "object", "properties": {"grace_seconds": {"type": "number"}}},
+    ),
+    Endpoint("GET", _CONN + "/actions", "List workflow actions", list_actions),
+    Endpoint(
+        "POST",
+        _CONN + "/actions/{name}",
+        "Run a workflow action",
+        run_action,
+        body={"type": "object", "properties": {"inputs": _OBJECT}},
+    ),
+    Endpoint(
+        "POST",
+        _REC + "/{id}/actions/{action}",
+        "Perform a record's action (shortlist, cancel, ...)",
+        record_action,
+        body={"type": "object", "properties": {"body": _OBJECT}},
+        query={"parent": "'<resource>/<id>' for nested resources"},
     ),
     Endpoint("POST", _CONN + "/faults", "Add a fault rule", add_fault, body=_OBJECT),
     Endpoint("GET", _CONN + "/faults", "List fault rules", list_faults),

@@ -17,7 +17,8 @@ import jsonschema_rs
 from apitwin.errors import InvalidInputError, NotFoundError
 from apitwin.faults import FaultError
 from apitwin.schemanav import deref, properties
-from apitwin.service import seeding
+from apitwin.service import actions, seeding
+from apitwin.service.actions import Action
 from apitwin.service.twin import TwinService
 from apitwin.spec.resources import Resource
 from apitwin.state.store import Item
@@ -175,6 +176,7 @@ class ControlService:
             "title": f"{twin.spec.title} {twin.spec.version}".strip(),
             "base_url": self.origin + twin.base_path,
             "resources": described,
+            "actions": [a.view() for a in twin.actions.values()],
             "events": {
                 name: {"resource": event.resource, "verb": event.verb}
                 for name, event in sorted(twin.events.items())
@@ -261,6 +263,56 @@ class ControlService:
             handle.connection.client_id, found, record_id, changes
         )
         return _record_view(found, item)
+
+    async def record_action(
+        self,
+        connection_id: str,
+        resource: str,
+        record_id: str,
+        action: str,
+        body: Mapping[str, Any] | None = None,
+        *,
+        parent: Mapping[str, str] | None = None,
+    ) -> dict[str, Any]:
+        """A resource's action endpoint as the partner performs it (`shortlist`, `cancel`)."""
+        handle = self.handle(connection_id)
+        found = self._resource(handle, resource)
+        records = handle.twin.records
+        conn = handle.connection.client_id
+        if f"action:{action}" not in found.operations:
+            known = sorted(
+                k.removeprefix("action:") for k in found.operations if k.startswith("action:")
+            )
+            raise InvalidInputError(
+                f"{resource} has no action {action!r}; actions: {known}", field="action"
+            )
+        parent_id = self._parent_id(found, parent) if parent else None
+        await records.require(conn, found, record_id, parent_id)
+        item = await records.action(conn, found, record_id, action, body)
+        return _record_view(found, item)
+
+    async def list_actions(self, connection_id: str) -> dict[str, Any]:
+        handle = self.handle(connection_id)
+        return {"actions": [a.view() for a in handle.twin.actions.values()]}
+
+    async def run_action(
+        self, connection_id: str, action: str, inputs: Mapping[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """Run a workflow action declared in apitwin.yaml."""
+        handle = self.handle(connection_id)
+        found = handle.twin.actions.get(action)
+        if found is None:
+            known = sorted(handle.twin.actions) or "none"
+            raise NotFoundError(f"no action {action!r}; known: {known}", field="action")
+        return await actions.run(self, connection_id, found, dict(inputs or {}))
+
+    def all_actions(self) -> list[Action]:
+        """Every twin's workflow actions (for tools named after them)."""
+        found: dict[str, Action] = {}
+        for twin in self.twins.values():
+            for action in twin.actions.values():
+                found.setdefault(action.name, action)
+        return list(found.values())
 
     async def delete_record(
         self, connection_id: str, resource: str, record_id: str

@@ -51,6 +51,7 @@ from apitwin.responses import (
 )
 from apitwin.security import SecurityOutcome, challenge_for, check_security
 from apitwin.service import oauth, seeding, state
+from apitwin.service.actions import parse_actions
 from apitwin.service.connections import Connections
 from apitwin.service.exchange import Exchange, StateResult
 from apitwin.service.records import Records
@@ -100,6 +101,7 @@ class TwinService:
             self.name, store, self.resource_map, self.generator, self.clock, self.seed
         )
         self.token_paths = oauth.token_paths(spec)
+        self.actions = {a.name: a for a in parse_actions(self.config.actions)}
         self.events = catalogue(spec, self.resource_map, self.config.events)
         self.outbox = Outbox(store, self.name, self.clock)
         hooks = self.config.webhooks
