@@ -164,3 +164,30 @@ async def test_seed_data_from_examples_and_generated_records(tmp_path: Any) -> N
         assert set(whole.json()["seeded_records"]) == {"default", "seeded"}
         final = httpx.get(f"{api}/connections/{handle}/records/projects").json()
         assert final["total"] == seeded["total"]
+
+
+async def test_with_an_admin_token_every_control_surface_refuses_strangers() -> None:
+    from apitwin.server.app import App
+
+    from conftest import serve
+
+    plain = twin_app_for_token()
+    app = App(plain.twins, plain.store, admin_token="a-long-admin-token-0001")
+    with serve(app) as origin:
+        assert httpx.get(f"{origin}/_apitwin/api/connections").status_code == 401
+        assert httpx.post(f"{origin}/mcp", json={}).status_code == 401
+        wrong = {"Authorization": "Bearer not-the-token"}
+        assert httpx.get(f"{origin}/_apitwin/api/connections", headers=wrong).status_code == 401
+        good = {"Authorization": "Bearer a-long-admin-token-0001"}
+        assert httpx.get(f"{origin}/_apitwin/api/connections", headers=good).status_code == 200
+        http = httpx.AsyncClient(headers=good, timeout=30)
+        from mcp.client.streamable_http import streamable_http_client
+
+        async with http, Client(streamable_http_client(f"{origin}/mcp", http_client=http)) as c:
+            assert (await c.list_tools()).tools
+
+
+def twin_app_for_token() -> Any:
+    from conftest import twin_app
+
+    return twin_app(EXAMPLE)
