@@ -131,6 +131,7 @@ class TwinService:
         )
         keys = [op.operation_id for op in spec.operations] + [op.key for op in spec.operations]
         self.faults = Faults(store, self.name, self.clock, operations=keys)
+        self.dispatcher.faults, self.dispatcher.events = self.faults, self.events
         self.observers: list[Observer] = []
         self.state_stage: StateStage | None = state.apply
         self._dynamic = itertools.count()

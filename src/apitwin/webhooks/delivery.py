@@ -13,6 +13,11 @@ once and ``run_due()`` processes everything due now (tests await it after ``cloc
 Each attempt is re-signed with a fresh timestamp, dials only the address the allow-list checked
 (see ``safety``), never follows redirects (a 3xx is a failure), and is logged with secrets and
 signatures masked and bodies truncated.
+
+Outbound fault rules (``faults``) are consulted once per attempt and performed here: the attempt
+log entry names the rule (``fault``, ``fault_kind``). Copies a fault enqueues (``duplicate``,
+``replay``) are ordinary deliveries marked ``copy_of``; faults are not consulted for them, so an
+unlimited ``duplicate`` rule cannot multiply its own copies without end.
 """
 
 from __future__ import annotations
@@ -27,21 +32,26 @@ import re
 import socket
 import ssl
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
 import httpx2
+import orjson
 
 from apitwin.clock import VirtualClock
+from apitwin.faults import BreakError, FaultPlan, Faults, break_body
 from apitwin.state.store import Item, Key, Merge, Put, Query, Store, StoreError
+from apitwin.webhooks.events import EventType
 from apitwin.webhooks.outbox import (
     ATTEMPT,
     DELIVERY,
     MESSAGE,
     Endpoint,
     Outbox,
+    new_id,
     overdue,
 )
 from apitwin.webhooks.safety import (
@@ -52,7 +62,7 @@ from apitwin.webhooks.safety import (
     Target,
     TargetRefused,
 )
-from apitwin.webhooks.signing import SigningInput
+from apitwin.webhooks.signing import DEFAULT_TOLERANCE, SigningInput
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +83,11 @@ MIN_LEASE: Final = 60.0  # virtual seconds; always longer than the attempt timeo
 USER_AGENT: Final = "apitwin-webhooks/1.0"
 _SENSITIVE = ("signature", "hmac", "authorization", "secret", "token", "cookie", "api-key")
 _OPAQUE = re.compile(r"[A-Za-z0-9+/=_-]{16,}")
+# Far beyond every reference verifier's five-minute tolerance, so the receiver rejects it even
+# when its clock and the twin's (advanced) virtual clock are some minutes apart.
+SIGNATURE_SKEW: Final = 12 * DEFAULT_TOLERANCE
+# Kinds planned by faults.py that this dispatcher does not perform yet (sent unchanged).
+NOT_PERFORMED: Final = frozenset({"reorder", "burst"})
 
 ClientFactory = Callable[[], httpx2.AsyncClient]
 
@@ -96,6 +111,15 @@ def parse_schedule(given: str | Sequence[float]) -> tuple[float, ...]:
 def default_client(timeout: float = DEFAULT_TIMEOUT) -> httpx2.AsyncClient:
     # No proxies from the environment: a proxy would dial an address the allow-list never saw.
     return httpx2.AsyncClient(follow_redirects=False, trust_env=False, timeout=timeout)
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """What one attempt sends, after any fault changed it; ``tag`` goes into the attempt log."""
+
+    body: bytes
+    headers: dict[str, str]
+    tag: dict[str, Any]
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +153,8 @@ class Dispatcher:
         log_body_limit: int = MAX_LOGGED_BODY_BYTES,
         response_limit: int = MAX_RESPONSE_BYTES,
         poll_interval: float = POLL_INTERVAL,
+        faults: Faults | None = None,
+        events: Mapping[str, EventType] | None = None,
     ) -> None:
         self.store = store
         self.outbox = outbox
@@ -143,8 +169,14 @@ class Dispatcher:
         self.log_body_limit, self.response_limit = log_body_limit, response_limit
         self.poll_interval = poll_interval
         self.lease = max(MIN_LEASE, timeout * 4)
+        # Both may be set after construction (the twin creates its Faults after the dispatcher).
+        self.faults = faults
+        self.events = events  # event schemas, for schema_break
         self._factory = http_client_factory or (lambda: default_client(timeout))
-        self._client: httpx2.AsyncClient | None = None
+        # One client per event loop: a client's connections belong to the loop that opened
+        # them, and the server's worker and a caller's run_due() may run on different loops.
+        self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx2.AsyncClient]
+        self._clients = weakref.WeakKeyDictionary()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._inflight: dict[str, asyncio.Task[None]] = {}
@@ -174,9 +206,9 @@ class Dispatcher:
             for pending in late:
                 pending.cancel()
             await asyncio.gather(*running, return_exceptions=True)
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
+        client = self._clients.pop(asyncio.get_running_loop(), None)
+        if client is not None:
+            await client.aclose()
 
     def notify(self) -> None:
         """Wake the worker (new deliveries, or the virtual clock moved). Event-loop thread only."""
@@ -195,9 +227,12 @@ class Dispatcher:
             if room > 0:
                 started, _ = await self._dispatch(room)
                 count += started
-            if not self._inflight:
+            # Attempts another loop started cannot be awaited here; their leases guard them.
+            loop = asyncio.get_running_loop()
+            mine = [task for task in self._inflight.values() if task.get_loop() is loop]
+            if not mine:
                 return count
-            await asyncio.wait(list(self._inflight.values()), return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(mine, return_when=asyncio.FIRST_COMPLETED)
 
     async def _loop(self) -> None:
         while True:
@@ -306,10 +341,15 @@ class Dispatcher:
                 await self._drop(claimed, reason)
                 return
         url = endpoint.url if endpoint is not None else str(data.get("url") or "")
-        body = str(message.data["body"]).encode()
-        headers = self._headers(endpoint, message.data, body)
-        outcome = await self._send(url, str(data.get("method") or "post"), headers, body)
-        await self._finish(claimed, url, headers, body, outcome)
+        plan = await self._plan(claimed, message.data)
+        if plan is not None and await self._instead(claimed, plan):
+            return
+        request = self._request(plan, claimed, endpoint, message.data)
+        outcome = await self._outcome(plan, url, str(data.get("method") or "post"), request)
+        extra = _carry(plan, outcome)
+        await self._finish(claimed, url, request, outcome, extra)
+        if plan is not None:
+            await self._copies(claimed, plan, outcome)
         if endpoint is not None:
             await self._health(conn, endpoint, outcome.ok)
 
@@ -322,15 +362,207 @@ class Dispatcher:
         return "endpoint disabled" if endpoint.status == "disabled" else None
 
     def _headers(
-        self, endpoint: Endpoint | None, message: Mapping[str, Any], body: bytes
+        self,
+        endpoint: Endpoint | None,
+        message: Mapping[str, Any],
+        body: bytes,
+        *,
+        timestamp: int | None = None,
+        secrets: Sequence[str] | None = None,
     ) -> dict[str, str]:
         headers = {"content-type": "application/json", "user-agent": USER_AGENT}
         if endpoint is not None:
             # A fresh timestamp, hence a fresh signature, on every attempt.
-            signing = SigningInput(message["id"], int(self.clock.now()), body, message["event"])
-            secrets = endpoint.signing_secrets(self.clock.now())
-            headers.update(endpoint.signer().headers(signing, secrets))
+            ts = int(self.clock.now()) if timestamp is None else timestamp
+            signing = SigningInput(message["id"], ts, body, message["event"])
+            keys = endpoint.signing_secrets(self.clock.now()) if secrets is None else secrets
+            headers.update(endpoint.signer().headers(signing, keys))
         return headers
+
+    # -- outbound faults -------------------------------------------------------------------
+
+    async def _plan(self, claimed: Item, message: Mapping[str, Any]) -> FaultPlan | None:
+        """The fault for this attempt: one carried over from an earlier attempt, else a rule's."""
+        data = claimed.data
+        carried = data.get("fault_carry")
+        if carried:
+            return FaultPlan(carried["rule"], carried["kind"], dict(carried["params"]))
+        if self.faults is None or data.get("copy_of"):
+            return None
+        endpoint_id = str(data.get("endpoint") or "")
+        return await self.faults.plan_outbound(claimed.key.conn, endpoint_id, message["event"])
+
+    async def _instead(self, claimed: Item, plan: FaultPlan) -> bool:
+        """Performs the kinds that replace the attempt (drop, delay); True if one did."""
+        if plan.kind == "drop":
+            log.info("webhook delivery %s dropped by fault %s", claimed.key.id, plan.rule_id)
+            await self._drop(claimed, "injected drop", _tag(plan))
+            return True
+        if plan.kind == "delay" and plan.rule_id not in (claimed.data.get("fault_delayed") or []):
+            await self._postpone(claimed, plan)
+            return True
+        return False
+
+    async def _postpone(self, claimed: Item, plan: FaultPlan) -> None:
+        # The claim counted an attempt that is not made; each rule delays a delivery once, so a
+        # rule without a ``next`` limit delays every delivery rather than one forever.
+        now = self.clock.now()
+        patch = {
+            "status": "pending",
+            "attempts": int(claimed.data["attempts"]) - 1,
+            "lease_until": None,
+            "next_attempt_at": now + float(plan.params["seconds"]),
+            "fault_delayed": [*(claimed.data.get("fault_delayed") or []), plan.rule_id],
+            "last_fault": _tag(plan),
+        }
+        with contextlib.suppress(StoreError):
+            await self.store.write([Merge(claimed.key, patch, expect=claimed.version, now=now)])
+        self.notify()
+
+    def _request(
+        self,
+        plan: FaultPlan | None,
+        claimed: Item,
+        endpoint: Endpoint | None,
+        message: Mapping[str, Any],
+    ) -> Request:
+        body = str(message["body"]).encode()
+        age = claimed.data.get("replay_age")
+        if age is not None:
+            # A replayed copy: the same message, signed with a timestamp from the past.
+            ts = int(self.clock.now() - float(age))
+            headers = self._headers(endpoint, message, body, timestamp=ts)
+            return Request(body, headers, _copy_tag(claimed.data))
+        if claimed.data.get("copy_of"):
+            return Request(body, self._headers(endpoint, message, body), _copy_tag(claimed.data))
+        if plan is None:
+            return Request(body, self._headers(endpoint, message, body), {})
+        return self._faulty_request(plan, endpoint, message, body)
+
+    def _faulty_request(
+        self, plan: FaultPlan, endpoint: Endpoint | None, message: Mapping[str, Any], body: bytes
+    ) -> Request:
+        note: str | None = None
+        if plan.kind == "malformed_payload":
+            body = _malformed(body)
+        elif plan.kind == "schema_break":
+            body, note = self._schema_break(message, body, str(plan.params["mode"]))
+        elif plan.kind == "dangling_reference":
+            body, note = self._dangling(message, body, plan)
+        elif plan.kind == "bad_signature":
+            if endpoint is None:
+                note = "not performed: callbacks are not signed"
+            else:
+                body, headers = self._bad_signature(endpoint, message, body, plan.params["mode"])
+                return Request(body, headers, _tag(plan))
+        elif plan.kind == "delay":
+            note = "not performed: this rule already delayed this delivery once"
+        elif plan.kind in NOT_PERFORMED:
+            note = f"not performed: the dispatcher does not implement {plan.kind!r} yet"
+        if note is not None:
+            log.info("webhook fault %s (%s): %s", plan.rule_id, plan.kind, note)
+        return Request(body, self._headers(endpoint, message, body), _tag(plan, note))
+
+    def _schema_break(
+        self, message: Mapping[str, Any], body: bytes, mode: str
+    ) -> tuple[bytes, str | None]:
+        event = (self.events or {}).get(message["event"])
+        if event is None or event.schema is None:
+            return body, "not performed: no schema known for this event"
+        try:
+            broken = break_body(orjson.loads(body), event.schema.json, mode)
+        except (BreakError, orjson.JSONDecodeError) as exc:
+            return body, f"not performed: {exc}"
+        return orjson.dumps(broken), None
+
+    def _dangling(
+        self, message: Mapping[str, Any], body: bytes, plan: FaultPlan
+    ) -> tuple[bytes, str | None]:
+        """The payload's record id swapped for one the twin never issued (a receiver that
+        fetches the record gets a 404, as after a delete or before a replica caught up)."""
+        event = (self.events or {}).get(message["event"])
+        path = event.record_path if event is not None else None
+        try:
+            payload = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            return body, "not performed: the payload is not JSON"
+        record = _at(payload, path) if path is not None else None
+        if not isinstance(record, dict) or not isinstance(record.get("id"), str):
+            return body, "not performed: no record id known in this event's payload"
+        prefix = record["id"].split("_", 1)[0] + "_" if "_" in record["id"] else ""
+        suffix = "".join(plan.rng().choices("abcdefghijklmnopqrstuvwxyz0123456789", k=16))
+        record["id"] = f"{prefix}missing{suffix}"
+        return orjson.dumps(payload), None
+
+    def _bad_signature(
+        self, endpoint: Endpoint, message: Mapping[str, Any], body: bytes, mode: str
+    ) -> tuple[bytes, dict[str, str]]:
+        now = int(self.clock.now())
+        if mode == "stale_timestamp":
+            return body, self._headers(endpoint, message, body, timestamp=now - SIGNATURE_SKEW)
+        if mode == "future_timestamp":
+            return body, self._headers(endpoint, message, body, timestamp=now + SIGNATURE_SKEW)
+        honest = self._headers(endpoint, message, body, timestamp=now)
+        if mode == "tampered_body":
+            return _tampered(body), honest
+        wrong = [endpoint.signer().new_secret()]
+        forged = self._headers(endpoint, message, body, timestamp=now, secrets=wrong)
+        if mode == "wrong_secret":
+            return body, forged
+        # missing_header: whatever a different secret changes is a signature header, whatever
+        # the scheme calls it; id and timestamp headers stay.
+        return body, {name: value for name, value in honest.items() if forged[name] == value}
+
+    async def _outcome(
+        self, plan: FaultPlan | None, url: str, method: str, request: Request
+    ) -> Outcome:
+        if plan is not None and plan.kind == "fail":
+            return _injected_failure(plan)
+        outcome = await self._send(url, method, request.headers, request.body)
+        if plan is not None and plan.kind == "lost_ack" and outcome.ok:
+            error = f"the receiver answered {outcome.status} but the acknowledgement was lost"
+            return Outcome(
+                False,
+                outcome.status,
+                "lost_ack",
+                f"{error} (fault {plan.rule_id})",
+                outcome.response_body,
+                outcome.response_truncated,
+                outcome.duration_ms,
+            )
+        return outcome
+
+    async def _copies(self, claimed: Item, plan: FaultPlan, outcome: Outcome) -> None:
+        """The second sends of ``duplicate`` and (once delivered) ``replay``."""
+        if plan.kind == "duplicate":
+            spacing = float(plan.params.get("spacing_seconds") or 0)
+            await self._enqueue_copy(claimed, plan, spacing)
+        elif plan.kind == "replay" and outcome.ok:
+            # A replay attack is one request; the receiver rejecting it is the expected outcome.
+            age = float(plan.params["age_seconds"])
+            await self._enqueue_copy(claimed, plan, 0.0, replay_age=age, max_attempts=1)
+
+    async def _enqueue_copy(
+        self, claimed: Item, plan: FaultPlan, delay: float, **extra: Any
+    ) -> None:
+        now = self.clock.now()
+        data = claimed.data
+        copy = {
+            "id": new_id("dlv"),
+            **{name: data.get(name) for name in ("message", "endpoint", "url", "method", "event")},
+            "status": "pending",
+            "attempts": 0,
+            "cycle_start": 0,
+            "next_attempt_at": now + delay,
+            "created": now,
+            "trigger": "fault",
+            "copy_of": claimed.key.id,
+            **_tag(plan),
+            **extra,
+        }
+        key = Key(claimed.key.twin, claimed.key.conn, DELIVERY, copy["id"])
+        await self.store.write([Put(key, copy, parent=data["message"], expect="absent", now=now)])
+        self.notify()
 
     async def _send(self, url: str, method: str, headers: dict[str, str], body: bytes) -> Outcome:
         started = time.perf_counter()
@@ -350,7 +582,10 @@ class Dispatcher:
     async def _post(
         self, target: Target, method: str, headers: dict[str, str], body: bytes
     ) -> tuple[int, str, bool]:
-        client = self._client = self._client or self._factory()
+        loop = asyncio.get_running_loop()
+        client = self._clients.get(loop)
+        if client is None:
+            client = self._clients[loop] = self._factory()
         sent = {**headers, "host": target.host_header}
         async with (
             asyncio.timeout(self.timeout),
@@ -373,15 +608,22 @@ class Dispatcher:
             return response.status_code, text, cut
 
     async def _finish(
-        self, claimed: Item, url: str, headers: dict[str, str], body: bytes, outcome: Outcome
+        self,
+        claimed: Item,
+        url: str,
+        request: Request,
+        outcome: Outcome,
+        extra: Mapping[str, Any],
     ) -> None:
         now = self.clock.now()
         data = claimed.data
         n = int(data["attempts"])
-        attempt = self._log_entry(claimed, n, now, url, headers, body, outcome)
+        attempt = self._log_entry(claimed, n, now, url, request, outcome)
         attempt_key = Key(claimed.key.twin, claimed.key.conn, ATTEMPT, f"{claimed.key.id}.{n}")
         put = Put(attempt_key, attempt, parent=claimed.key.id, now=now)
-        patch = self._next_state(claimed.key.id, n, n - int(data.get("cycle_start", 0)), outcome)
+        in_cycle = n - int(data.get("cycle_start", 0))
+        limit = int(data.get("max_attempts") or self.max_attempts)
+        patch = {**self._next_state(claimed.key.id, n, in_cycle, outcome, limit), **extra}
         try:
             await self.store.write(
                 [put, Merge(claimed.key, patch, expect=claimed.version, now=now)]
@@ -391,7 +633,7 @@ class Dispatcher:
             await self.store.write([put])
 
     def _next_state(
-        self, delivery_id: str, n: int, in_cycle: int, outcome: Outcome
+        self, delivery_id: str, n: int, in_cycle: int, outcome: Outcome, limit: int
     ) -> dict[str, Any]:
         now = self.clock.now()
         last = {"last_status": outcome.status, "lease_until": None}
@@ -399,7 +641,7 @@ class Dispatcher:
             done = {"status": "succeeded", "next_attempt_at": None, "delivered_at": now}
             return {**last, **done, "last_error": None}
         error = f"{outcome.error_class}: {outcome.error}"
-        if in_cycle >= self.max_attempts:
+        if in_cycle >= limit:
             return {**last, "status": "failed", "next_attempt_at": None, "last_error": error}
         delay = self._delay(delivery_id, n, in_cycle)
         return {**last, "status": "pending", "next_attempt_at": now + delay, "last_error": error}
@@ -416,11 +658,11 @@ class Dispatcher:
         n: int,
         now: float,
         url: str,
-        headers: dict[str, str],
-        body: bytes,
+        request: Request,
         outcome: Outcome,
     ) -> dict[str, Any]:
         limit = self.log_body_limit
+        headers, body = request.headers, request.body
         return {
             "id": f"{claimed.key.id}.{n}",
             "delivery": claimed.key.id,
@@ -440,11 +682,15 @@ class Dispatcher:
             "duration_ms": round(outcome.duration_ms, 3),
             "error_class": outcome.error_class,
             "error": outcome.error,
+            **request.tag,
         }
 
-    async def _drop(self, claimed: Item, reason: str) -> None:
+    async def _drop(
+        self, claimed: Item, reason: str, fault: Mapping[str, Any] | None = None
+    ) -> None:
         attempts = int(claimed.data["attempts"]) - 1  # the claim counted an attempt never made
         patch = {
+            **({"last_fault": dict(fault)} if fault else {}),
             "status": "dropped",
             "last_error": reason,
             "attempts": attempts,
@@ -515,3 +761,70 @@ def _classify(exc: BaseException) -> str:
 def _describe(exc: BaseException) -> str:
     text = str(exc) or type(exc).__name__
     return text[:500]
+
+
+# -- performing faults (pure helpers) ---------------------------------------------------------
+
+
+def _tag(plan: FaultPlan, note: str | None = None) -> dict[str, Any]:
+    """The attempt log's record of a fault; ``fault_note`` says why it was not performed."""
+    tag: dict[str, Any] = {"fault": plan.rule_id, "fault_kind": plan.kind}
+    tag["fault_injected"] = note is None
+    if note is not None:
+        tag["fault_note"] = note
+    return tag
+
+
+def _copy_tag(data: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "fault": data.get("fault"),
+        "fault_kind": data.get("fault_kind"),
+        "fault_injected": True,
+        "copy_of": data.get("copy_of"),
+    }
+
+
+def _carry(plan: FaultPlan | None, outcome: Outcome) -> dict[str, Any]:
+    """What the delivery keeps for its next attempt: the rest of a ``fail`` run, or a
+    ``replay`` still waiting for a successful delivery."""
+    if plan is None:
+        return {}
+    carried: dict[str, Any] | None = None
+    if plan.kind == "fail" and int(plan.params.get("attempts") or 1) > 1:
+        params = {**plan.params, "attempts": int(plan.params.get("attempts") or 1) - 1}
+        carried = {"rule": plan.rule_id, "kind": plan.kind, "params": params}
+    elif plan.kind == "replay" and not outcome.ok:
+        carried = {"rule": plan.rule_id, "kind": plan.kind, "params": plan.params}
+    return {"fault_carry": carried, "last_fault": _tag(plan)}
+
+
+def _injected_failure(plan: FaultPlan) -> Outcome:
+    # Nothing is sent: the receiver must not see a request the sender counts as failed.
+    if plan.params.get("timeout"):
+        return Outcome(False, None, "timeout", f"timeout injected by fault {plan.rule_id}")
+    status = int(plan.params["status"])
+    return Outcome(False, status, "status", f"HTTP {status} injected by fault {plan.rule_id}")
+
+
+def _malformed(body: bytes) -> bytes:
+    # Cut mid-document: every JSON parser rejects it, and it is still signed as sent.
+    return body[: max(1, len(body) // 2)] + b"\x00"
+
+
+def _tampered(body: bytes) -> bytes:
+    """Still valid JSON, but not the bytes that were signed."""
+    try:
+        value = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return body + b" "
+    if isinstance(value, dict):
+        return orjson.dumps({**value, "x_apitwin_tampered": True})
+    return body + b" "
+
+
+def _at(value: Any, path: Sequence[str]) -> Any:
+    for name in path:
+        if not isinstance(value, dict):
+            return None
+        value = value.get(name)
+    return value
