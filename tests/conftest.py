@@ -23,6 +23,34 @@ from apitwin.state.sqlite import SQLiteStore
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 SPECS = SHARED / "specs"
+EXAMPLE = REPO / "src" / "apitwin" / "examples" / "expert-network" / "openapi.yaml"
+
+# Bodies the system under test sends to the bundled example, valid against its schemas.
+PROJECT = {
+    "title": "Grid-scale storage in Germany",
+    "brief": "Speak with operators of grid batteries about procurement.",
+    "industry": "energy_resources",
+    "geographies": ["DE"],
+}
+EXPERT = {
+    "name": "Mara Quillfeather",
+    "headline": "Former VP Procurement at a cell manufacturer",
+    "employment_history": [
+        {
+            "company": "Cellco",
+            "title": "VP Procurement",
+            "start_date": "2018-01-01",
+            "end_date": None,
+            "current": True,
+        }
+    ],
+    "hourly_rate": {"amount": 900, "currency": "USD"},
+    "compliance": {
+        "attested": True,
+        "attested_at": "2026-11-01T10:00:00Z",
+        "conflicts_declared": False,
+    },
+}
 
 
 def shared_specs() -> list[Path]:

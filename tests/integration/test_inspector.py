@@ -11,9 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, Running, serve_twin
+from conftest import EXAMPLE, REPO, Running, serve_twin
 
-EXAMPLE = REPO / "src" / "apitwin" / "examples" / "expert-network" / "openapi.yaml"
 LOCAL = REPO / ".ci" / "node" / "node_modules" / ".bin" / "mcp-inspector"
 
 

@@ -10,16 +10,9 @@ import httpx2 as httpx
 import pytest
 from mcp import Client, StdioServerParameters
 
-from conftest import REPO, Running, serve_twin
+from conftest import EXAMPLE, PROJECT, Running, serve_twin
 
 pytestmark = pytest.mark.anyio
-EXAMPLE = REPO / "src" / "apitwin" / "examples" / "expert-network" / "openapi.yaml"
-PROJECT = {
-    "title": "Grid-scale storage in Germany",
-    "brief": "Speak with operators of grid batteries about procurement.",
-    "industry": "energy_resources",
-    "geographies": ["DE"],
-}
 
 
 @pytest.fixture

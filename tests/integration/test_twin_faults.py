@@ -12,16 +12,9 @@ import jsonschema
 import orjson
 import pytest
 
-from conftest import REPO, Running, serve_twin
+from conftest import EXAMPLE, PROJECT, Running, serve_twin
 
 pytestmark = pytest.mark.anyio
-EXAMPLE = REPO / "src" / "apitwin" / "examples" / "expert-network" / "openapi.yaml"
-PROJECT = {
-    "title": "Grid storage",
-    "brief": "Operators of grid batteries.",
-    "industry": "energy_resources",
-    "geographies": ["DE"],
-}
 
 
 @pytest.fixture

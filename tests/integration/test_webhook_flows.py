@@ -21,35 +21,9 @@ from test_workflow import Receiver
 
 from apitwin.config import ConnectionConfig, Rule
 
-from conftest import REPO, SPECS, need_specs, serve, serve_twin
+from conftest import EXAMPLE, EXPERT, PROJECT, SPECS, need_specs, serve, serve_twin
 
 pytestmark = pytest.mark.anyio
-EXAMPLE = REPO / "src" / "apitwin" / "examples" / "expert-network" / "openapi.yaml"
-EXPERT = {
-    "name": "Mara Quillfeather",
-    "headline": "Former VP Procurement at a cell manufacturer",
-    "employment_history": [
-        {
-            "company": "Cellco",
-            "title": "VP Procurement",
-            "start_date": "2018-01-01",
-            "end_date": None,
-            "current": True,
-        }
-    ],
-    "hourly_rate": {"amount": 900, "currency": "USD"},
-    "compliance": {
-        "attested": True,
-        "attested_at": "2026-11-01T10:00:00Z",
-        "conflicts_declared": False,
-    },
-}
-PROJECT = {
-    "title": "Grid storage",
-    "brief": "Operators of grid batteries.",
-    "industry": "energy_resources",
-    "geographies": ["DE"],
-}
 
 
 @pytest.fixture

@@ -11,35 +11,9 @@ import pytest
 from mcp import Client
 from standardwebhooks.webhooks import Webhook
 
-from conftest import REPO, Receiver, Running, serve, serve_twin
+from conftest import EXAMPLE, EXPERT, PROJECT, Receiver, Running, serve, serve_twin
 
 pytestmark = pytest.mark.anyio
-EXAMPLE = REPO / "src" / "apitwin" / "examples" / "expert-network" / "openapi.yaml"
-EXPERT = {
-    "name": "Mara Quillfeather",
-    "headline": "Former VP Procurement at a cell manufacturer",
-    "employment_history": [
-        {
-            "company": "Cellco",
-            "title": "VP Procurement",
-            "start_date": "2018-01-01",
-            "end_date": None,
-            "current": True,
-        }
-    ],
-    "hourly_rate": {"amount": 900, "currency": "USD"},
-    "compliance": {
-        "attested": True,
-        "attested_at": "2026-11-01T10:00:00Z",
-        "conflicts_declared": False,
-    },
-}
-PROJECT = {
-    "title": "Grid-scale storage in Germany",
-    "brief": "Speak with operators of grid batteries about procurement.",
-    "industry": "energy_resources",
-    "geographies": ["DE"],
-}
 
 
 @pytest.fixture
