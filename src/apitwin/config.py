@@ -197,7 +197,7 @@ SCHEMA: dict[str, Any] = {
                 "port": {"type": "integer", "minimum": 0, "maximum": 65535},
                 "db": {
                     "type": "string",
-                    "description": "SQLite file, ':memory:', or a postgresql:// URL.",
+                    "description": "SQLite file, or ':memory:' to keep nothing.",
                 },
                 "admin_token": {"type": "string", "minLength": 16},
             },
