@@ -3,7 +3,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,6 +13,7 @@ from urllib.parse import unquote, urlsplit
 import pytest
 import uvicorn
 
+from apitwin.clock import VirtualClock
 from apitwin.config import twin_for_spec
 from apitwin.server.app import App
 from apitwin.service.twin import TwinService
@@ -51,6 +52,29 @@ EXPERT = {
         "conflicts_declared": False,
     },
 }
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    """Async tests run on asyncio (the server's loop)."""
+    return "asyncio"
+
+
+@pytest.fixture
+def clock() -> VirtualClock:
+    """A virtual clock frozen at a fixed instant (tests advance it explicitly)."""
+    return VirtualClock(source=lambda: 1_700_000_000.0)
+
+
+@pytest.fixture
+async def store() -> AsyncIterator[SQLiteStore]:
+    """An open in-memory store; modules needing another backend define their own."""
+    backend = SQLiteStore(":memory:")
+    await backend.open()
+    try:
+        yield backend
+    finally:
+        await backend.close()
 
 
 def shared_specs() -> list[Path]:

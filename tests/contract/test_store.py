@@ -30,11 +30,6 @@ EXPERTS = Scope("twin", "acme", "record:experts")
 OTHER = Scope("twin", "globex", "record:projects")
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 @pytest.fixture(params=["sqlite-file", "sqlite-memory"])
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
     path = tmp_path / "twin.db" if request.param == "sqlite-file" else ":memory:"

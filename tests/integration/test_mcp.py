@@ -16,11 +16,6 @@ pytestmark = pytest.mark.anyio
 
 
 @pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture
 def twin() -> Iterator[Running]:
     with serve_twin(EXAMPLE) as running:
         yield running

@@ -23,11 +23,6 @@ EVENT = "project.created"
 _names = itertools.count()
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 @pytest.fixture(scope="module")
 def rig() -> Iterator[tuple[Receiver, str, Running]]:
     # One twin and one receiver for the module (startup dominates the run time); each test has

@@ -17,11 +17,6 @@ from conftest import EXAMPLE, PROJECT, Running, serve_twin
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 @pytest.fixture(scope="module")
 def twin() -> Iterator[Running]:
     with serve_twin(EXAMPLE) as running:

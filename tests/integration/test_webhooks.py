@@ -56,11 +56,6 @@ CONN = "acme"
 TWIN = "twin"
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 # -- the receiver -----------------------------------------------------------------------------
 
 

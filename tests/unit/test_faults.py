@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import AsyncIterator
 from typing import Any
 
 import jsonschema
@@ -26,26 +25,6 @@ from apitwin.state.sqlite import SQLiteStore
 pytestmark = pytest.mark.anyio
 
 OPERATIONS = {"submitExpert", "listExperts", "POST /experts", "GET /experts"}
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture
-def clock() -> VirtualClock:
-    return VirtualClock(source=lambda: 1_700_000_000.0)
-
-
-@pytest.fixture
-async def store() -> AsyncIterator[SQLiteStore]:
-    backend = SQLiteStore(":memory:")
-    await backend.open()
-    try:
-        yield backend
-    finally:
-        await backend.close()
 
 
 @pytest.fixture

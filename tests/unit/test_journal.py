@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import orjson
@@ -35,26 +34,6 @@ SECRETS = [TOKEN, API_KEY, PARTNER_KEY, SESSION, QUERY_KEY, PASSWORD, CLIENT_SEC
 SUBMIT = Operation("post", "/experts", "submitExpert", "", (), (), None, {}, ())
 LIST = Operation("get", "/experts", "listExperts", "", (), (), None, {}, ())
 ROUTES = [("POST", "/experts"), ("GET", "/experts"), ("GET", "/experts/{expertId}")]
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture
-def clock() -> VirtualClock:
-    return VirtualClock(source=lambda: 1_700_000_000.0)
-
-
-@pytest.fixture
-async def store() -> AsyncIterator[SQLiteStore]:
-    backend = SQLiteStore(":memory:")
-    await backend.open()
-    try:
-        yield backend
-    finally:
-        await backend.close()
 
 
 def exchange(
