@@ -83,8 +83,21 @@ def run(spec: Path, probe: str, repeat: int) -> tuple[float, float]:
     times, rss = [], []
     for _ in range(repeat):
         port = free_port()
-        command = [sys.executable, "-m", "apitwin", "serve", str(spec), "--port", str(port),
-                   "--base-path", "/", "--auth", "lenient", "--db", ":memory:"]
+        command = [
+            sys.executable,
+            "-m",
+            "apitwin",
+            "serve",
+            str(spec),
+            "--port",
+            str(port),
+            "--base-path",
+            "/",
+            "--auth",
+            "lenient",
+            "--db",
+            ":memory:",
+        ]
         elapsed, peak = measure(command, f"http://127.0.0.1:{port}{probe}")
         times.append(elapsed)
         rss.append(peak)

@@ -59,9 +59,13 @@ def _parser() -> argparse.ArgumentParser:
         help="lenient: unknown credentials act as the default connection",
     )
     _spec_root_option(serve)
+    _log_options(serve)
 
     demo = sub.add_parser("demo", help="serve the bundled example twin")
     _server_options(demo)
+    _log_options(demo)
+
+    sub.add_parser("schema", help="print the JSON Schema of apitwin.yaml (for editor completion)")
 
     mcp = sub.add_parser("mcp", help="MCP over stdio, driving a running apitwin server")
     mcp.add_argument(
@@ -70,6 +74,8 @@ def _parser() -> argparse.ArgumentParser:
         help="apitwin server to drive (default http://127.0.0.1:8000)",
     )
     mcp.add_argument("--admin-token", help="its admin token (env APITWIN_ADMIN_TOKEN)")
+    _listen_command(sub)
+    _init_command(sub)
     return parser
 
 
@@ -84,6 +90,21 @@ def _server_options(parser: argparse.ArgumentParser) -> None:
         "--admin-token",
         help="bearer token for the admin API and MCP "
         "(env APITWIN_ADMIN_TOKEN; required to bind beyond loopback)",
+    )
+
+
+def _log_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--log-format",
+        choices=["text", "json"],
+        default="text",
+        help="request log on stderr: text for people, json for one object per line (default text)",
+    )
+    parser.add_argument(
+        "--log-level",
+        choices=["debug", "info", "warning", "error"],
+        default="info",
+        help="info logs one line per request; warning only problems (default info)",
     )
 
 
@@ -109,9 +130,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "check":
             return cmd_check(args)
         if args.command in ("serve", "demo"):
-            return cmd_serve(settings_from(args))
+            settings = settings_from(args)
+            return cmd_serve(settings, log_format=args.log_format, log_level=args.log_level)
+        if args.command == "schema":
+            return cmd_schema()
         if args.command == "mcp":
             return cmd_mcp(args)
+        if args.command == "listen":
+            return cmd_listen(args)
+        if args.command == "init":
+            return cmd_init(args)
     except SpecError as exc:
         print(f"apitwin: cannot serve this spec; {len(exc.problems)} problem(s):", file=sys.stderr)
         for problem in exc.problems:
@@ -221,29 +249,166 @@ def cmd_mcp(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_serve(settings: Settings) -> int:
+def cmd_schema() -> int:
+    from apitwin.config import schema_text
+
+    sys.stdout.write(schema_text())
+    return 0
+
+
+def cmd_serve(settings: Settings, *, log_format: str = "text", log_level: str = "info") -> int:
+    import logging
+
     import uvicorn
 
+    from apitwin.logs import LoadProgress, setup_logging
     from apitwin.server.app import create_app
-    from apitwin.server.banner import banner
+    from apitwin.server.banner import banner, banner_fields
 
-    app = create_app(settings)
+    server_level = setup_logging(log_format, log_level)
+    loading = LoadProgress(tty=False if log_format == "json" else None)
+    app = create_app(settings, progress=loading)
 
     class Server(uvicorn.Server):
         """Prints the banner once the socket really listens and the twins have started."""
 
         async def startup(self, sockets: list[Any] | None = None) -> None:
             await super().startup(sockets)
-            if self.started:
+            if not self.started:
+                return
+            if log_format == "json":
+                fields = {"ready_s": round(loading.elapsed, 3), **banner_fields(app, settings)}
+                logging.getLogger("apitwin").info("ready", extra={"fields": fields})
+            else:
+                print(loading.summary(), file=sys.stderr)
                 print(banner(app, settings), file=sys.stderr, flush=True)
 
+    # Our handler formats uvicorn's records too (log_config=None); its access log would repeat
+    # the request log, and would show query strings, which may hold credentials.
     config = uvicorn.Config(
         app,
         host=settings.host,
         port=settings.port,
-        log_level="warning",
+        log_level=server_level,
+        log_config=None,
         access_log=False,
         lifespan="on",
     )
     Server(config).run()
+    return 0
+
+
+# -- listen and init ------------------------------------------------------------------------------
+
+SECRET_ENV = "APITWIN_WEBHOOK_SECRET"
+_SCHEMES = (
+    "standard-webhooks",
+    "standard",
+    "standard-webhooks-v1a",
+    "stripe",
+    "github",
+    "slack",
+    "shopify",
+)
+
+
+def _http_status(text: str) -> int:
+    if not text.isdigit() or not 200 <= int(text) <= 599:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an HTTP status from 200 to 599")
+    return int(text)
+
+
+def _listen_command(sub: Any) -> None:
+    listen = sub.add_parser(
+        "listen", help="receive webhooks locally: verify, answer and print each delivery"
+    )
+    listen.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    listen.add_argument(
+        "--port", type=int, default=9000, help="port to bind (default 9000; 0 picks a free one)"
+    )
+    listen.add_argument("--path", default="/webhooks", help="path to register (default /webhooks)")
+    listen.add_argument(
+        "--scheme",
+        choices=_SCHEMES,
+        metavar="SCHEME",
+        help=f"signing scheme: {', '.join(_SCHEMES)} "
+        "(default: the twin's with --server, else standard-webhooks)",
+    )
+    listen.add_argument("--secret", help=f"signing secret to verify with (env {SECRET_ENV})")
+    listen.add_argument(
+        "--server",
+        metavar="URL",
+        help="apitwin server: register as a webhook endpoint of --connection there, "
+        "get its secret, remove it on exit",
+    )
+    listen.add_argument(
+        "--connection", metavar="ID", help="connection handle, e.g. research:acme-qa"
+    )
+    listen.add_argument("--admin-token", help="the server's admin token (env APITWIN_ADMIN_TOKEN)")
+    listen.add_argument(
+        "--status",
+        type=_http_status,
+        default=200,
+        help="status to answer verified deliveries (200)",
+    )
+    listen.add_argument(
+        "--reject-status",
+        type=_http_status,
+        default=400,
+        help="status to answer deliveries that fail verification (400)",
+    )
+    listen.add_argument(
+        "--forward", metavar="URL", help="pass each delivery on to URL and answer its status"
+    )
+    listen.add_argument(
+        "--tolerance", type=int, default=300, help="accepted timestamp skew in seconds (300)"
+    )
+    listen.add_argument("--json", action="store_true", help="one JSON object per delivery")
+    listen.add_argument("--body", action="store_true", help="also print each payload")
+
+
+def cmd_listen(args: argparse.Namespace) -> int:
+    from apitwin.listen import Options, run
+
+    secret = args.secret or (None if args.server else os.environ.get(SECRET_ENV))
+    options = Options(
+        secret=secret,
+        status=args.status,
+        reject_status=args.reject_status,
+        forward=args.forward,
+        tolerance=args.tolerance,
+        json=args.json,
+        show_body=args.body,
+    )
+    return run(
+        host=args.host,
+        port=args.port,
+        path=args.path,
+        options=options,
+        scheme=args.scheme,
+        server=args.server,
+        connection_id=args.connection,
+        token=args.admin_token or os.environ.get(TOKEN_ENV),
+    )
+
+
+def _init_command(sub: Any) -> None:
+    init = sub.add_parser("init", help="write a starter apitwin.yaml showing what was inferred")
+    init.add_argument("spec", type=Path, help="OpenAPI 3.x or Swagger 2.0 file (JSON or YAML)")
+    init.add_argument(
+        "--output",
+        "-o",
+        type=Path,
+        default=Path("apitwin.yaml"),
+        help="file to write (default apitwin.yaml)",
+    )
+    init.add_argument("--force", action="store_true", help="overwrite an existing file")
+    _spec_root_option(init)
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    from apitwin.scaffold import write_config
+
+    written = write_config(args.spec, args.output, force=args.force, spec_root=args.spec_root)
+    print(written.summary)
     return 0

@@ -6,10 +6,14 @@ variable (a missing variable is an error), so secrets stay out of the file.
 
 from __future__ import annotations
 
+import difflib
+import functools
+import json
 import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -20,192 +24,22 @@ from apitwin.errors import ConfigError
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _NAME = r"^[a-z][a-z0-9-]{0,39}$"
+# Values of these fields never appear in error messages.
+_SECRET_FIELDS = ("client_secret", "api_key", "admin_token")
 
-_FIXTURES = {
-    "type": "object",
-    "description": "Records to seed, by resource name: a list of objects per resource.",
-    "additionalProperties": {"type": "array", "items": {"type": "object"}},
-}
-_CONNECTION = {
-    "type": "object",
-    "additionalProperties": False,
-    "required": ["client_id"],
-    "properties": {
-        "client_id": {
-            "type": "string",
-            "pattern": r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$",
-            "description": "Identifies the connection; the OAuth client id.",
-        },
-        "client_secret": {
-            "type": "string",
-            "minLength": 8,
-            "description": "OAuth client secret (generated when absent).",
-        },
-        "api_key": {
-            "type": "string",
-            "minLength": 8,
-            "description": "API key / static bearer token (generated when absent).",
-        },
-        "webhook_url": {
-            "type": "string",
-            "pattern": "^https?://",
-            "description": "Where this connection's webhooks are delivered.",
-        },
-        "label": {"type": "string"},
-        "fixtures": _FIXTURES,
-    },
-}
-_TWIN = {
-    "type": "object",
-    "additionalProperties": False,
-    "required": ["spec"],
-    "properties": {
-        "name": {
-            "type": "string",
-            "pattern": _NAME,
-            "description": "Short name (lower case); defaults to the spec file's stem.",
-        },
-        "spec": {
-            "type": "string",
-            "description": "Path of the OpenAPI file, relative to this file.",
-        },
-        "spec_root": {
-            "type": "string",
-            "description": "Folder $refs may read from (default: the spec's folder).",
-        },
-        "base_path": {
-            "type": "string",
-            "pattern": "^/",
-            "description": "Serve under this path instead of the spec's server URL.",
-        },
-        "seed": {"type": "integer", "description": "Seed for generated data."},
-        "auth": {
-            "enum": ["strict", "lenient"],
-            "description": "strict: unknown credentials get 401; lenient: they act as the "
-            "default connection. Default: strict when connections are listed.",
-        },
-        "seed_examples": {
-            "type": "boolean",
-            "description": "Seed each connection from the spec's own examples.",
-        },
-        "resources": {
-            "type": "object",
-            "description": "Corrections to inferred resources, by resource name.",
-        },
-        "operations": {
-            "type": "object",
-            "description": "operationId -> {resource, role, action} reassignments.",
-        },
-        "fixtures": _FIXTURES,
-        "connections": {"type": "array", "items": _CONNECTION},
-        "events": {
-            "type": "object",
-            "description": "Events the spec does not declare, or corrections: name -> "
-            "{schema, resource, verb}.",
-        },
-        "webhooks": {
-            "type": "object",
-            "additionalProperties": False,
-            "properties": {
-                "scheme": {
-                    "enum": [
-                        "standard-webhooks",
-                        "standard-webhooks-v1a",
-                        "stripe",
-                        "github",
-                        "slack",
-                        "shopify",
-                    ],
-                    "description": "How deliveries are signed (default standard-webhooks).",
-                },
-                "retry": {
-                    "description": "Preset (standard-webhooks, stripe, github) or delays in s.",
-                    "anyOf": [
-                        {"enum": ["standard-webhooks", "stripe", "github"]},
-                        {"type": "array", "items": {"type": "number", "minimum": 0}},
-                    ],
-                },
-                "timeout": {"type": "number", "exclusiveMinimum": 0, "maximum": 300},
-                "allow": {
-                    "type": "array",
-                    "items": {"type": "string"},
-                    "description": "Networks (CIDR) targets may resolve to; default loopback.",
-                },
-                "failing_after": {
-                    "type": "integer",
-                    "minimum": 1,
-                    "description": "Consecutive failures before an endpoint is failing (5).",
-                },
-                "disable_after": {
-                    "type": "number",
-                    "minimum": 0,
-                    "description": "Seconds failing before it is disabled (432000, 5 days).",
-                },
-                "emit_on_change": {
-                    "type": "boolean",
-                    "description": "Record changes emit their linked events (default true).",
-                },
-            },
-        },
-        "actions": {
-            "type": "object",
-            "description": "Workflow actions (become MCP tools): name -> {description, inputs, "
-            "steps: [create|update|action|delete|emit]}.",
-            "additionalProperties": {
-                "type": "object",
-                "additionalProperties": False,
-                "required": ["steps"],
-                "properties": {
-                    "description": {"type": "string"},
-                    "inputs": {"type": "object"},
-                    "steps": {"type": "array", "items": {"type": "object"}, "minItems": 1},
-                },
-            },
-        },
-        "rules": {
-            "type": "array",
-            "description": "Events emitted after inbound requests.",
-            "items": {
-                "type": "object",
-                "additionalProperties": False,
-                "required": ["after", "emit"],
-                "properties": {
-                    "after": {"type": "string", "description": "operationId"},
-                    "emit": {"type": "string", "description": "event name"},
-                    "status": {"type": "array", "items": {"type": "integer"}},
-                    "delay": {
-                        "type": "number",
-                        "minimum": 0,
-                        "description": "seconds on the twin's clock",
-                    },
-                },
-            },
-        },
-    },
-}
-SCHEMA: dict[str, Any] = {
-    "$schema": "https://json-schema.org/draft/2020-12/schema",
-    "title": "apitwin configuration (apitwin.yaml)",
-    "type": "object",
-    "additionalProperties": False,
-    "properties": {
-        "server": {
-            "type": "object",
-            "additionalProperties": False,
-            "properties": {
-                "host": {"type": "string"},
-                "port": {"type": "integer", "minimum": 0, "maximum": 65535},
-                "db": {
-                    "type": "string",
-                    "description": "SQLite file, or ':memory:' to keep nothing.",
-                },
-                "admin_token": {"type": "string", "minLength": 16},
-            },
-        },
-        "twins": {"type": "array", "minItems": 1, "items": _TWIN},
-    },
-    "required": ["twins"],
-}
+
+def schema_text() -> str:
+    """The published JSON Schema of `apitwin.yaml`, exactly as shipped in the package."""
+    return (resources.files("apitwin") / "schema" / "apitwin.schema.json").read_text("utf-8")
+
+
+# The JSON file is the one source of truth: the loader, the reference docs and editors read it.
+SCHEMA: dict[str, Any] = json.loads(schema_text())
+
+
+@functools.cache
+def _validator() -> Any:
+    return jsonschema_rs.Draft202012Validator(SCHEMA)
 
 
 @dataclass(frozen=True, slots=True)
@@ -272,6 +106,17 @@ class Settings:
     source: Path | None = None
 
 
+class _Loader(yaml.SafeLoader):
+    """Safe YAML that keeps dates as written: JSON (and so the schema and fixtures) has none."""
+
+
+def _timestamp_text(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> str:
+    return str(loader.construct_scalar(node))
+
+
+_Loader.add_constructor("tag:yaml.org,2002:timestamp", _timestamp_text)
+
+
 def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> Settings:
     path = Path(path)
     try:
@@ -279,69 +124,289 @@ def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> Setti
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: cannot read: {exc}") from None
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        raw = yaml.safe_load(text)
+        node = yaml.compose(text, Loader=_Loader)
+        raw = yaml.load(text, Loader=_Loader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
-        where = f":{mark.line + 1}" if mark else ""
-        raise ConfigError(f"{path}{where}: invalid YAML: {getattr(exc, 'problem', exc)}") from None
+        where = f":{mark.line + 1}:{mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or exc
+        raise ConfigError(f"{path}{where}: invalid YAML: {problem}") from None
     if raw is None:
         raise ConfigError(f"{path}: the file is empty; it needs at least 'twins'")
-    errors = _schema_errors(raw, node, path)
-    if errors:
-        raise ConfigError("invalid configuration:\n" + "\n".join(f"  {e}" for e in errors))
-    raw = _expand(raw, os.environ if env is None else env, path)
-    return _settings(raw, path)
+    # Variables first, so values (secrets' lengths, say) are checked as they will be used.
+    missing: list[tuple[list[Any], str]] = []
+    raw = _expand(raw, os.environ if env is None else env, [], missing)
+    unset = [pointer for pointer, _ in missing]
+    problems = {_problem(path, node, pointer, text) for pointer, text in missing}
+    problems |= set(_duplicate_keys(node, path))
+    problems |= {
+        _problem(path, node, pointer, text, key=at_key)
+        for pointer, text, at_key in _schema_errors(raw)
+        if pointer not in unset
+    }
+    if problems:
+        count = f"{len(problems)} problems" if len(problems) > 1 else "1 problem"
+        lines = "\n".join(f"  {text}" for _, _, text in sorted(problems))
+        raise ConfigError(f"invalid configuration ({count}):\n{lines}")
+    return _settings(raw, path, node)
 
 
-def _schema_errors(raw: Any, node: yaml.Node | None, path: Path) -> list[str]:
-    validator = jsonschema_rs.Draft202012Validator(SCHEMA)
-    messages = []
-    for error in validator.iter_errors(raw):
-        pointer = list(error.instance_path)
-        field_name = ".".join(str(p) for p in pointer) or "(top level)"
-        line = _line_of(node, pointer)
-        messages.append(f"{path}:{line}: {field_name}: {error.message}")
-    return sorted(set(messages), key=lambda m: int(m.split(":")[1]))
+# -- errors that name the line and the field -------------------------------------------------
 
 
-def _line_of(node: yaml.Node | None, pointer: list[Any]) -> int:
+def _where(path: Path, node: yaml.Node | None, pointer: list[Any], *, key: bool = False) -> str:
+    """`file:line:column: field.path` for a JSON pointer into the document."""
+    mark = _mark_of(node, pointer, key=key)
+    position = f":{mark.line + 1}:{mark.column + 1}" if mark is not None else ""
+    return f"{path}{position}: {_field_path(pointer)}"
+
+
+def _field_path(pointer: list[Any]) -> str:
+    text = ""
+    for part in pointer:
+        text += f"[{part}]" if isinstance(part, int) else f".{part}" if text else str(part)
+    return text or "(top level)"
+
+
+def _mark_of(node: yaml.Node | None, pointer: list[Any], *, key: bool = False) -> Any:
+    """Where the value at ``pointer`` starts (or its key, with ``key``); the nearest parent else."""
     current = node
+    mark = node.start_mark if node is not None else None
     for part in pointer:
         if isinstance(current, yaml.MappingNode):
-            current = next((v for k, v in current.value if k.value == str(part)), current)
+            pair = next(((k, v) for k, v in current.value if k.value == str(part)), None)
+            if pair is None:
+                break
+            mark = pair[0].start_mark if key else pair[1].start_mark
+            current = pair[1]
         elif isinstance(current, yaml.SequenceNode) and isinstance(part, int):
-            current = current.value[part] if part < len(current.value) else current
-    return current.start_mark.line + 1 if current is not None else 1
+            if part >= len(current.value):
+                break
+            current = current.value[part]
+            mark = current.start_mark
+        else:
+            break
+    return mark
 
 
-def _expand(value: Any, env: Mapping[str, str], path: Path) -> Any:
+def _problem(
+    path: Path, node: yaml.Node | None, pointer: list[Any], message: str, *, key: bool = False
+) -> tuple[int, int, str]:
+    """(line, column, message) for a problem with the value (or key) at ``pointer``."""
+    mark = _mark_of(node, pointer, key=key)
+    line, column = (mark.line + 1, mark.column + 1) if mark is not None else (1, 1)
+    return line, column, f"{path}:{line}:{column}: {_field_path(pointer)}: {message}"
+
+
+def _duplicate_keys(node: yaml.Node | None, path: Path) -> list[tuple[int, int, str]]:
+    """YAML keeps the last of repeated keys silently; a repeated key is almost always a mistake."""
+    problems = []
+    stack: list[tuple[yaml.Node | None, list[Any]]] = [(node, [])]
+    while stack:
+        current, pointer = stack.pop()
+        if isinstance(current, yaml.MappingNode):
+            seen: dict[str, int] = {}
+            for key, value in current.value:
+                name = str(key.value)
+                if name in seen:
+                    # The position is this key's own: a lookup by name would find the first.
+                    line, column = key.start_mark.line + 1, key.start_mark.column + 1
+                    field_path = _field_path([*pointer, name])
+                    text = f"repeated key (first given on line {seen[name]})"
+                    problems.append((line, column, f"{path}:{line}:{column}: {field_path}: {text}"))
+                else:
+                    seen[name] = key.start_mark.line + 1
+                stack.append((value, [*pointer, name]))
+        elif isinstance(current, yaml.SequenceNode):
+            stack.extend((item, [*pointer, i]) for i, item in enumerate(current.value))
+    return problems
+
+
+def _schema_errors(raw: Any) -> list[tuple[list[Any], str, bool]]:
+    try:
+        return [found for error in _validator().iter_errors(raw) for found in _explain(error)]
+    except ValueError as exc:  # a YAML-only value (!!binary, !!set) that JSON cannot hold
+        return [([], f"holds a value JSON cannot hold: {exc}", False)]
+
+
+def _explain(error: Any) -> list[tuple[list[Any], str, bool]]:
+    """(pointer, what was expected, whether to point at the key) for one schema violation."""
+    pointer = list(error.instance_path)
+    kind = error.kind
+    name = getattr(kind, "name", "")
+    value = error.instance
+    if name == "additionalProperties":
+        known = sorted(_properties_at(pointer))
+        result = []
+        for unexpected in kind.unexpected:
+            close = difflib.get_close_matches(str(unexpected), known, n=1)
+            hint = f"did you mean {close[0]!r}?" if close else f"allowed: {', '.join(known)}"
+            result.append(([*pointer, unexpected], f"unknown field; {hint}", True))
+        return result
+    if name == "propertyNames":
+        inner = kind.as_dict().get("error")
+        key = inner.instance if inner is not None else None
+        pattern = _schema_at(pointer) or {}
+        expected = (pattern.get("propertyNames") or {}).get("pattern", "a different name")
+        where = pointer if key is None else [*pointer, key]
+        return [(where, f"names here must match {expected}", key is not None)]
+    if name == "required":
+        return [(pointer, f"missing required field {kind.property!r}", False)]
+    if name == "anyOf":
+        # Report the branch that got furthest into the value: its error is the specific one.
+        branches = [list(branch) for branch in kind.context]
+        best = max(branches, key=lambda errs: max(len(list(e.instance_path)) for e in errs))
+        if any(len(list(e.instance_path)) > len(pointer) for e in best):
+            return [item for sub in best for item in _explain(sub)]
+        return [(pointer, f"{_described(pointer)}; got {_shown(value, pointer)}", False)]
+    return [(pointer, _expected(name, kind, value, pointer, error.message), False)]
+
+
+def _expected(name: str, kind: Any, value: Any, pointer: list[Any], message: str) -> str:
+    got = _shown(value, pointer)
+    if name == "type":
+        wanted = " or ".join(_a(t) for t in sorted(kind.types, key=lambda t: t == "null"))
+        given = _a(_json_type(value)) + ("" if value is None else f" ({got})")
+        return f"expected {wanted}, got {given}"
+    if name == "enum":
+        options = [str(o) for o in kind.options]
+        close = difflib.get_close_matches(str(value), options, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        return f"expected one of: {', '.join(options)}; got {got}{hint}"
+    if name == "pattern":
+        return f"{_described(pointer)}; got {got}"
+    limit = kind.as_dict().get("limit") if hasattr(kind, "as_dict") else None
+    bounds = {
+        "minLength": f"at least {limit} characters",
+        "maxLength": f"at most {limit} characters",
+        "minItems": f"at least {limit} item(s)",
+        "maxItems": f"at most {limit} item(s)",
+        "minimum": f"a number >= {limit}",
+        "maximum": f"a number <= {limit}",
+        "exclusiveMinimum": f"a number > {limit}",
+        "exclusiveMaximum": f"a number < {limit}",
+    }
+    if name in bounds and limit is not None:
+        return f"expected {bounds[name]}, got {got}"
+    return message
+
+
+def _described(pointer: list[Any]) -> str:
+    schema = _schema_at(pointer)
+    if schema is None:
+        return "not valid here"
+    if "pattern" in schema:
+        return f"expected text matching {schema['pattern']}"
+    about = schema.get("description") or "a different value"
+    return "expected " + about[:1].lower() + about[1:].rstrip(".")
+
+
+def _shown(value: Any, pointer: list[Any]) -> str:
+    if _secret(pointer):
+        return "(value hidden)"
+    text = json.dumps(value, ensure_ascii=False, default=str)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _secret(pointer: list[Any]) -> bool:
+    return any(str(part) in _SECRET_FIELDS for part in pointer)
+
+
+def _a(kind: str) -> str:
+    return {
+        "object": "a mapping",
+        "array": "a list",
+        "string": "a string",
+        "integer": "an integer",
+        "number": "a number",
+        "boolean": "true or false",
+        "null": "nothing (null)",
+    }.get(kind, kind)
+
+
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int):
+        return "integer"
+    if isinstance(value, float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    return "object"
+
+
+def _resolve(schema: dict[str, Any]) -> dict[str, Any]:
+    ref = schema.get("$ref")
+    if isinstance(ref, str) and ref.startswith("#/$defs/"):
+        target: dict[str, Any] = SCHEMA["$defs"][ref.removeprefix("#/$defs/")]
+        return target
+    return schema
+
+
+def _schema_at(pointer: list[Any]) -> dict[str, Any] | None:
+    """The schema that applies to the value at ``pointer`` (following properties and items)."""
+    schema: dict[str, Any] | None = SCHEMA
+    for part in pointer:
+        if schema is None:
+            return None
+        schema = _resolve(schema)
+        if isinstance(part, int):
+            items = schema.get("items")
+            schema = items if isinstance(items, dict) else None
+        else:
+            props = schema.get("properties") or {}
+            extra = schema.get("additionalProperties")
+            schema = props.get(part) or (extra if isinstance(extra, dict) else None)
+    return _resolve(schema) if schema is not None else None
+
+
+def _properties_at(pointer: list[Any]) -> list[str]:
+    schema = _schema_at(pointer)
+    return list((schema or {}).get("properties") or {})
+
+
+def _expand(value: Any, env: Mapping[str, str], pointer: list[Any], missing: list[Any]) -> Any:
+    """Replace `${VAR}`s; each variable that is not set is added to ``missing``."""
     if isinstance(value, str):
 
         def replace(match: re.Match[str]) -> str:
             name = match.group(1)
             if name not in env:
-                raise ConfigError(
-                    f"{path}: environment variable {name} is not set (used as ${{{name}}})"
+                missing.append(
+                    (pointer, f"environment variable {name} is not set (used as ${{{name}}})")
                 )
+                return match.group(0)
             return env[name]
 
         return _VAR.sub(replace, value)
     if isinstance(value, list):
-        return [_expand(v, env, path) for v in value]
+        return [_expand(v, env, [*pointer, i], missing) for i, v in enumerate(value)]
     if isinstance(value, dict):
-        return {k: _expand(v, env, path) for k, v in value.items()}
+        return {k: _expand(v, env, [*pointer, k], missing) for k, v in value.items()}
     return value
 
 
-def _settings(raw: dict[str, Any], path: Path) -> Settings:
+def _unique(items: list[Any]) -> list[Any]:
+    return [item for i, item in enumerate(items) if item not in items[:i]]
+
+
+def _settings(raw: dict[str, Any], path: Path, node: yaml.Node | None = None) -> Settings:
     base = path.resolve().parent
     server = raw.get("server") or {}
     twins = tuple(_twin(t, base) for t in raw["twins"])
     names = [t.name for t in twins]
-    duplicates = sorted({n for n in names if names.count(n) > 1})
-    if duplicates:
-        raise ConfigError(f"{path}: twin names must be unique; repeated: {', '.join(duplicates)}")
+    for index, name in enumerate(names):
+        if name in names[:index]:
+            raise ConfigError(
+                f"{_where(path, node, ['twins', index])}: twin name {name!r} is already used by "
+                f"twins[{names.index(name)}]; names must be unique",
+                field=f"twins[{index}].name",
+            )
     db = server.get("db", ":memory:")
     if db not in (":memory:",) and "://" not in db:
         db = str((base / db).resolve())

@@ -6,8 +6,14 @@ back with ``Merge(expect=version)`` and retried on conflict, so ``next: 3`` fire
 times however many replicas serve the connection.
 
 Planning is pure apart from the store: it returns a :class:`FaultPlan` and leaves performing it to
-the pipeline (status-like kinds, ``schema_break``), ``server.faulty`` (transport kinds) or the
-webhook dispatcher (outbound kinds).
+the pipeline (status-like kinds, ``schema_break``, the races ``webhook_before_response`` and
+``concurrent_update``), ``server.faulty`` (transport kinds) or the webhook dispatcher (outbound
+kinds).
+
+``reorder`` and ``parallel`` gather a batch: the delivery a rule fires on opens it (one use of the
+rule), and later deliveries to the same endpoint (``parallel``: about the same record) join it
+without using the rule again, until the batch is full. The open batch lives in the rule item, so
+replicas sharing a store fill the same batch.
 """
 
 from __future__ import annotations
@@ -17,8 +23,8 @@ import random
 import re
 import secrets
 import time
-from collections.abc import Callable, Collection, Mapping
-from dataclasses import dataclass, fields
+from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass, field, fields
 from datetime import datetime
 from typing import Any, Final, Literal
 
@@ -33,6 +39,8 @@ FAULT_KIND: Final = "fault"
 MAX_RULES: Final = 100  # per connection, active or spent
 MAX_LATENCY_MS: Final = 30_000.0
 WRITE_METHODS: Final = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+# Writes to an existing record: where a change by someone else can land between read and write.
+RECORD_WRITE_METHODS: Final = frozenset({"PUT", "PATCH", "DELETE"})
 BREAK_MODES: Final = ("missing_required", "wrong_type", "unknown_enum", "extra_fields")
 SIGNATURE_MODES: Final = (
     "wrong_secret",
@@ -112,6 +120,8 @@ INBOUND: Final[Mapping[str, Mapping[str, Param]]] = {
     "chunk_garbage": {},
     "schema_break": {"mode": Param("str", True, choices=BREAK_MODES)},
     "conflict": {"on_nth_write": Param("int", low=1, high=1_000_000, default=1)},
+    "webhook_before_response": {},
+    "concurrent_update": {"changes": Param("any")},
 }
 
 OUTBOUND: Final[Mapping[str, Mapping[str, Param]]] = {
@@ -126,8 +136,13 @@ OUTBOUND: Final[Mapping[str, Mapping[str, Param]]] = {
     "reorder": {
         "batch": Param("int", low=2, high=1000, default=2),
         "order": Param("str", choices=("reversed", "shuffled"), default="reversed"),
+        "max_wait_seconds": Param("number", low=0, high=_DAY, default=60),
     },
-    "burst": {"count": Param("int", True, low=2, high=1000)},
+    "burst": {"count": Param("int", True, low=2, high=100)},
+    "parallel": {
+        "count": Param("int", low=2, high=100, default=2),
+        "max_wait_seconds": Param("number", low=0, high=_DAY, default=60),
+    },
     "lost_ack": {},
     "replay": {"age_seconds": Param("number", True, low=0, high=365 * _DAY)},
     "bad_signature": {"mode": Param("str", True, choices=SIGNATURE_MODES)},
@@ -164,6 +179,8 @@ class FaultRule:
     matches: int = 0  # times the scope matched while active (k of the probability draw)
     hits: int = 0  # times it fired
     writes: int = 0  # matching writes seen (conflict)
+    # Open batches (reorder, parallel) by batch key: {"group", "members", "draw", "opened"}.
+    batches: dict[str, Any] = field(default_factory=dict)
 
     def active(self, now: float) -> bool:
         spent = self.remaining is not None and self.remaining <= 0
@@ -185,13 +202,23 @@ class FaultRule:
 
 @dataclass(frozen=True, slots=True)
 class FaultPlan:
-    """One decided fault: perform ``kind`` with ``params``. ``draw`` is the rule's match number."""
+    """One decided fault: perform ``kind`` with ``params``. ``draw`` is the rule's match number.
+
+    For a batch (``reorder``, ``parallel``): ``group`` names it and ``members`` are the deliveries
+    in it so far, in the order they joined; ``full`` says this member completed it.
+    """
 
     rule_id: str
     kind: str
     params: dict[str, Any]
     draw: int = 0
     seed: str = "0"
+    group: str = ""
+    members: tuple[str, ...] = ()
+
+    @property
+    def full(self) -> bool:
+        return bool(self.members) and len(self.members) >= batch_size(self.kind, self.params)
 
     def rng(self) -> random.Random:
         """Seeded randomness for performing the fault (latency draw, garbage bytes)."""
@@ -283,20 +310,68 @@ class Faults:
         def applies(rule: FaultRule) -> bool:
             if rule.operation is not None and rule.operation not in names:
                 return False
-            return rule.kind != "conflict" or method in WRITE_METHODS
+            if rule.kind == "concurrent_update":
+                return method in RECORD_WRITE_METHODS
+            return rule.kind not in _WRITE_ONLY or method in WRITE_METHODS
 
         return await self._plan(conn, "inbound", applies)
 
-    async def plan_outbound(self, conn: str, endpoint_id: str, event_type: str) -> FaultPlan | None:
+    async def plan_outbound(
+        self,
+        conn: str,
+        endpoint_id: str,
+        event_type: str,
+        *,
+        delivery_id: str | None = None,
+        record_id: str | None = None,
+    ) -> FaultPlan | None:
+        """The fault for one delivery attempt. With ``delivery_id``, a delivery to an endpoint
+        (``parallel``: about a record) with an open batch joins that batch first."""
+
         def applies(rule: FaultRule) -> bool:
             if rule.endpoint is not None and rule.endpoint != endpoint_id:
                 return False
             return rule.event_type is None or _event_matches(rule.event_type, event_type)
 
-        return await self._plan(conn, "outbound", applies)
+        def batch_key(rule: FaultRule) -> str | None:
+            if delivery_id is None:
+                return None
+            if rule.kind == "reorder":
+                return endpoint_id
+            if rule.kind == "parallel" and record_id is not None:
+                return f"{endpoint_id}|{record_id}"
+            return None
+
+        joining = _Joining(batch_key, delivery_id or "")
+        return await self._plan(conn, "outbound", applies, joining)
+
+    async def close_batch(self, conn: str, rule_id: str, group: str) -> tuple[str, ...] | None:
+        """Closes an open batch early (its wait is over); its members, or None if it was
+        already closed (filled, closed by another worker, or the rule cleared)."""
+        key = self.scope(conn).key(rule_id)
+        for _ in range(_CAS_RETRIES):
+            current = await self.store.get(key)
+            if current is None:
+                return None
+            rule = FaultRule.from_item(current)
+            found = [(k, b) for k, b in rule.batches.items() if b.get("group") == group]
+            if not found:
+                return None
+            batch_key, batch = found[0]
+            patch = {"batches": {batch_key: None}}
+            try:
+                await self.store.write([Merge(key, patch, current.version, self.clock.now())])
+            except StoreError:
+                continue
+            return tuple(batch["members"])
+        return None
 
     async def _plan(
-        self, conn: str, direction: Direction, applies: Callable[[FaultRule], bool]
+        self,
+        conn: str,
+        direction: Direction,
+        applies: Callable[[FaultRule], bool],
+        joining: _Joining | None = None,
     ) -> FaultPlan | None:
         idle_since = self._idle.get((conn, direction))
         if idle_since is not None and time.monotonic() - idle_since < self.idle_ttl:
@@ -304,27 +379,47 @@ class Faults:
         query = Query(self.scope(conn), equals={"direction": direction}, limit=MAX_RULES * 2)
         now = self.clock.now()
         items = await self.store.query(query)
-        # A spent or expired rule never comes back (counters only fall, the clock only advances).
-        live = [(r, item) for item in items if (r := FaultRule.from_item(item)).active(now)]
+        # A spent or expired rule never comes back (counters only fall, the clock only advances),
+        # except to fill a batch it opened while it was active.
+        rules = [(FaultRule.from_item(item), item) for item in items]
+        live = [(r, item) for r, item in rules if r.active(now) or r.batches]
         if not live:
             self._idle[(conn, direction)] = time.monotonic()
+        if joining is not None:
+            for rule, item in live:
+                key = joining.key(rule)
+                if key is not None and key in rule.batches and applies(rule):
+                    plan = await self._consume(item, now, joining)
+                    if plan is not None:
+                        return plan
         for rule, item in live:
-            if applies(rule):
-                plan = await self._consume(item, now)
+            if rule.active(now) and applies(rule):
+                plan = await self._consume(item, now, joining)
                 if plan is not None:
                     return plan
         return None
 
-    async def _consume(self, item: Item, now: float) -> FaultPlan | None:
+    async def _consume(
+        self, item: Item, now: float, joining: _Joining | None = None
+    ) -> FaultPlan | None:
         """Record one match of the rule (compare-and-swap, retried) and say whether it fired."""
         current: Item | None = item
         for _ in range(_CAS_RETRIES):
             if current is None:
                 return None
             rule = FaultRule.from_item(current)
-            if not rule.active(now):
+            key = joining.key(rule) if joining is not None else None
+            batch = rule.batches.get(key) if key is not None else None
+            if batch is None and not rule.active(now):
                 return None
-            fires, patch = decide(rule)
+            patch: dict[str, Any] = {}
+            fires = True
+            if batch is None:
+                fires, patch = decide(rule)
+            if fires and key is not None and joining is not None:
+                batch = _joined(rule, batch, joining.member, patch.get("matches", 0), now)
+                size = batch_size(rule.kind, rule.params)
+                patch["batches"] = {key: None if len(batch["members"]) >= size else batch}
             try:
                 await self.store.write([Merge(current.key, patch, current.version, now)])
             except StoreError as exc:
@@ -334,8 +429,59 @@ class Faults:
                 continue
             if not fires:
                 return None
-            return FaultPlan(rule.id, rule.kind, dict(rule.params), patch["matches"], rule.seed)
+            params = dict(rule.params)
+            if batch is None:
+                return FaultPlan(rule.id, rule.kind, params, patch["matches"], rule.seed)
+            members = tuple(batch["members"])
+            draw = int(batch["draw"])
+            return FaultPlan(rule.id, rule.kind, params, draw, rule.seed, batch["group"], members)
         return None  # heavy contention: skip the fault rather than hold the request up
+
+
+@dataclass(frozen=True, slots=True)
+class _Joining:
+    """How a delivery joins batches: the batch key a rule gives it (None: no batch)."""
+
+    key: Callable[[FaultRule], str | None]
+    member: str
+
+
+_WRITE_ONLY: Final = frozenset({"conflict", "webhook_before_response"})
+
+
+def batch_size(kind: str, params: Mapping[str, Any]) -> int:
+    """How many deliveries a ``reorder`` or ``parallel`` batch gathers (0: not a batch kind)."""
+    if kind == "reorder":
+        return int(params.get("batch") or 2)
+    if kind == "parallel":
+        return int(params.get("count") or 2)
+    return 0
+
+
+def _joined(
+    rule: FaultRule, batch: Mapping[str, Any] | None, member: str, draw: int, now: float
+) -> dict[str, Any]:
+    """The batch with ``member`` in it (a new one, numbered by the draw that opened it)."""
+    if batch is None:
+        group = f"{rule.id}.{draw}"
+        return {"group": group, "members": [member], "draw": draw, "opened": now}
+    members = list(batch["members"])
+    if member not in members:
+        members.append(member)
+    return {**batch, "members": members}
+
+
+def ordered(members: Sequence[str], order: str, rng: random.Random) -> list[str]:
+    """The release order of a ``reorder`` batch: reversed, or shuffled by ``rng`` and never
+    left as it was (a reorder that changes nothing would not be the fault asked for)."""
+    if order == "reversed" or len(members) < 2:
+        return list(reversed(members))
+    shuffled = list(members)
+    for _ in range(20):
+        rng.shuffle(shuffled)
+        if shuffled != list(members):
+            return shuffled
+    return [*members[1:], members[0]]  # only reached for tiny batches with an unlucky seed
 
 
 def decide(rule: FaultRule) -> tuple[bool, dict[str, Any]]:
@@ -574,6 +720,8 @@ def _check_headers(field: str, value: Any) -> None:
 def _check_combination(kind: str, params: Mapping[str, Any]) -> None:
     if kind == "latency":
         _check_latency(params)
+    elif kind == "concurrent_update" and not isinstance(params.get("changes", {}), Mapping):
+        raise FaultError("params.changes", 'must be an object of fields to set: {"status": "x"}')
     elif kind == "fail" and ("status" in params) == bool(params.get("timeout")):
         raise FaultError("params.status", "give either status or timeout: true")
 

@@ -3,23 +3,52 @@
 Every tool takes an explicit ``connection_id`` handle returned by ``connect`` (no hidden session
 state). A handle is ``"<twin>:<client id>"`` for this server, or ``"<twin>:<client id>@<server
 URL>"`` for a connection on another apitwin server reached through its admin API.
+
+Journal entries and deliveries are also resources, and clients that listen are told when new
+ones are recorded (see :class:`Notifier`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import inspect
+import logging
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, Literal, Protocol
 
 import orjson
 from mcp.server import MCPServer
+from mcp.server.context import ServerRequestContext
+from mcp.server.lowlevel.server import NotificationOptions
 from mcp.server.mcpserver.exceptions import ToolError
-from mcp.types import ToolAnnotations
+from mcp.server.session import ServerSession
+from mcp.server.subscriptions import (
+    InMemorySubscriptionBus,
+    ResourcesListChanged,
+    ResourceUpdated,
+    ServerEvent,
+)
+from mcp.types import (
+    EmptyResult,
+    ListResourcesResult,
+    PaginatedRequestParams,
+    Resource,
+    SubscribeRequestParams,
+    ToolAnnotations,
+    UnsubscribeRequestParams,
+)
+from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from pydantic import Field
 
 from apitwin import __version__
+from apitwin.changes import Change, Listener
 from apitwin.errors import ApitwinError
+from apitwin.faults import INBOUND, OUTBOUND
 from apitwin.service.actions import Action
+
+log = logging.getLogger(__name__)
+MODERN = MODERN_PROTOCOL_VERSIONS
 
 INSTRUCTIONS = (
     "apitwin runs working twins of partner platforms. Call connect(client_id) first; every other "
@@ -28,6 +57,11 @@ INSTRUCTIONS = (
 )
 
 ConnectionId = Annotated[str, Field(description="Handle returned by connect()")]
+Cursor = Annotated[str | None, Field(description="next_cursor of the previous page")]
+StatusFilter = Annotated[
+    str | None,
+    Field(description="An HTTP status or class, e.g. 201 or 4xx", pattern=r"^[1-5]([0-9]{2}|xx)$"),
+]
 ResourceName = Annotated[str, Field(description="Resource name from describe_api, e.g. 'projects'")]
 Parent = Annotated[
     dict[str, str] | None,
@@ -121,6 +155,7 @@ class Control(Protocol):
     async def rotate_secret(
         self, connection_id: str, endpoint_id: str, grace_seconds: float = 86400
     ) -> dict[str, Any]: ...
+    async def remove_endpoint(self, connection_id: str, endpoint_id: str) -> dict[str, Any]: ...
     async def list_faults(self, connection_id: str) -> dict[str, Any]: ...
     async def clear_faults(
         self, connection_id: str, rule_id: str | None = None
@@ -130,6 +165,7 @@ class Control(Protocol):
     ) -> dict[str, Any]: ...
     async def get_request(self, connection_id: str, request_id: str) -> dict[str, Any]: ...
     async def count_requests(self, connection_id: str, **filters: Any) -> dict[str, Any]: ...
+    def subscribe(self, listener: Listener) -> Callable[[], None]: ...
 
 
 READ = ToolAnnotations(read_only_hint=True, open_world_hint=False)
@@ -139,6 +175,7 @@ ADD = ToolAnnotations(
 CHANGE = ToolAnnotations(
     read_only_hint=False, destructive_hint=False, idempotent_hint=True, open_world_hint=False
 )
+FAULT_KINDS = sorted(set(INBOUND) | set(OUTBOUND))
 REMOVE = ToolAnnotations(
     read_only_hint=False, destructive_hint=True, idempotent_hint=True, open_world_hint=False
 )
@@ -176,7 +213,14 @@ def _fail(exc: ApitwinError) -> ToolError:
 
 
 def build_server(local: Control | None) -> MCPServer:
-    mcp = MCPServer("apitwin", version=__version__, instructions=INSTRUCTIONS, log_level="WARNING")
+    notifier = Notifier(local)
+    mcp = MCPServer(
+        "apitwin",
+        version=__version__,
+        instructions=INSTRUCTIONS,
+        log_level="WARNING",
+        subscriptions=notifier.bus,
+    )
     router = Router(local)
 
     def remote_id(view: dict[str, Any], server_url: str | None) -> dict[str, Any]:
@@ -237,7 +281,7 @@ def build_server(local: Control | None) -> MCPServer:
         resource: ResourceName,
         parent: Parent = None,
         filters: Annotated[dict[str, Any] | None, Field(description="field -> value")] = None,
-        cursor: Annotated[str | None, Field(description="next_cursor of the previous page")] = None,
+        cursor: Cursor = None,
         limit: Annotated[int, Field(ge=1, le=100)] = 20,
     ) -> dict[str, Any]:
         """List records of a resource, e.g. experts submitted to a project (newest last)."""
@@ -294,7 +338,7 @@ def build_server(local: Control | None) -> MCPServer:
         control, handle = router.split(connection_id)
         return await _call(control.generate_records(handle, resource, count, parent=parent))
 
-    @mcp.tool(annotations=CHANGE)
+    @mcp.tool(annotations=ADD)
     async def advance_clock(
         connection_id: ConnectionId,
         seconds: Annotated[float, Field(gt=0, description="How far to move the twin's clock")],
@@ -331,7 +375,7 @@ def build_server(local: Control | None) -> MCPServer:
         ] = None,
         event: Annotated[str | None, Field(description="Only this event type")] = None,
         limit: Annotated[int, Field(ge=1, le=100)] = 20,
-        cursor: Annotated[str | None, Field(description="next_cursor of the previous page")] = None,
+        cursor: Cursor = None,
     ) -> dict[str, Any]:
         """Webhook deliveries to the connection's endpoints, newest first."""
         control, handle = router.split(connection_id)
@@ -365,7 +409,7 @@ def build_server(local: Control | None) -> MCPServer:
         control, handle = router.split(connection_id)
         return await _call(control.list_endpoints(handle))
 
-    @mcp.tool(annotations=CHANGE)
+    @mcp.tool(annotations=ADD)
     async def rotate_secret(
         connection_id: ConnectionId,
         endpoint_id: str,
@@ -376,6 +420,12 @@ def build_server(local: Control | None) -> MCPServer:
         """New signing secret for an endpoint (old and new signatures sent during the grace)."""
         control, handle = router.split(connection_id)
         return await _call(control.rotate_secret(handle, endpoint_id, grace_seconds))
+
+    @mcp.tool(annotations=REMOVE)
+    async def remove_endpoint(connection_id: ConnectionId, endpoint_id: str) -> dict[str, Any]:
+        """Stop sending webhooks to an endpoint; its pending deliveries are dropped."""
+        control, handle = router.split(connection_id)
+        return await _call(control.remove_endpoint(handle, endpoint_id))
 
     @mcp.tool(annotations=READ)
     async def get_delivery(connection_id: ConnectionId, delivery_id: str) -> dict[str, Any]:
@@ -406,12 +456,10 @@ def build_server(local: Control | None) -> MCPServer:
             str,
             Field(
                 description=(
-                    "inbound: status, rate_limit, latency, reset, empty, truncate, "
-                    "malformed_json, wrong_content_type, chunk_garbage, schema_break, conflict; "
-                    "outbound: fail, delay, drop, duplicate, reorder, burst, lost_ack, replay, "
-                    "bad_signature, "
-                    "malformed_payload, schema_break, dangling_reference"
-                )
+                    f"inbound (API requests): {', '.join(sorted(INBOUND))}; "
+                    f"outbound (webhooks): {', '.join(sorted(OUTBOUND))}"
+                ),
+                json_schema_extra={"enum": FAULT_KINDS},
             ),
         ],
         params: Annotated[
@@ -463,10 +511,10 @@ def build_server(local: Control | None) -> MCPServer:
     async def list_requests(
         connection_id: ConnectionId,
         operation: Annotated[str | None, Field(description="operationId or 'METHOD /path'")] = None,
-        status: Annotated[str | None, Field(description="e.g. 201 or 4xx")] = None,
+        status: StatusFilter = None,
         text: Annotated[str | None, Field(description="text in the path or bodies")] = None,
         limit: Annotated[int, Field(ge=1, le=100)] = 20,
-        cursor: str | None = None,
+        cursor: Cursor = None,
     ) -> dict[str, Any]:
         """What the system under test sent the twin, newest first, with the twin's answers."""
         control, handle = router.split(connection_id)
@@ -491,7 +539,7 @@ def build_server(local: Control | None) -> MCPServer:
     async def count_requests(
         connection_id: ConnectionId,
         operation: Annotated[str | None, Field(description="operationId or 'METHOD /path'")] = None,
-        status: Annotated[str | None, Field(description="e.g. 201 or 4xx")] = None,
+        status: StatusFilter = None,
     ) -> dict[str, Any]:
         """Count journal entries, e.g. was submitExpert called 3 times with status 201?"""
         control, handle = router.split(connection_id)
@@ -537,7 +585,239 @@ def build_server(local: Control | None) -> MCPServer:
         control, handle = router.split(connection_id)
         return orjson.dumps(await _call(control.get_request(handle, request_id))).decode()
 
+    @mcp.resource(
+        "apitwin://connections/{connection_id}/requests",
+        name="requests",
+        description=f"The {FEED_SIZE} newest journal entries of a connection, in brief.",
+        mime_type="application/json",
+    )
+    async def requests_resource(connection_id: str) -> str:
+        control, handle = router.split(connection_id)
+        page = await _call(control.list_requests(handle, limit=FEED_SIZE))
+        return orjson.dumps([_request_brief(e) for e in page["requests"]]).decode()
+
+    @mcp.resource(
+        "apitwin://connections/{connection_id}/deliveries",
+        name="deliveries",
+        description=f"The {FEED_SIZE} newest webhook deliveries of a connection, in brief.",
+        mime_type="application/json",
+    )
+    async def deliveries_resource(connection_id: str) -> str:
+        control, handle = router.split(connection_id)
+        page = await _call(control.list_deliveries(handle, limit=FEED_SIZE))
+        return orjson.dumps([_delivery_brief(d) for d in page["deliveries"]]).decode()
+
+    notifier.install(mcp)
     return mcp
+
+
+FEED_SIZE = 20  # entries in a connection's requests or deliveries resource
+LISTED = 10  # newest requests and deliveries per connection in resources/list
+MAX_LEGACY_SESSIONS = 64
+
+
+def feed_uri(connection_id: str, kind: str) -> str:
+    return (
+        f"apitwin://connections/{connection_id}/{'requests' if kind == 'request' else 'deliveries'}"
+    )
+
+
+def _request_brief(entry: dict[str, Any]) -> dict[str, Any]:
+    keep = ("id", "at", "method", "path", "operation", "status", "fault", "fault_kind")
+    return {k: entry.get(k) for k in keep}
+
+
+def _delivery_brief(delivery: dict[str, Any]) -> dict[str, Any]:
+    keep = ("id", "event", "endpoint", "url", "status", "attempts", "last_status", "created")
+    return {k: delivery.get(k) for k in keep if k in delivery}
+
+
+class _CountingBus(InMemorySubscriptionBus):
+    """The SDK's in-process bus, telling the notifier when listen streams come and go."""
+
+    def __init__(self, on_count: Callable[[], None]) -> None:
+        super().__init__()
+        self.count = 0
+        self._on_count = on_count
+
+    def subscribe(self, listener: Callable[[ServerEvent], None]) -> Callable[[], None]:
+        stop = super().subscribe(listener)
+        self.count += 1
+        self._on_count()
+        done = False
+
+        def unsubscribe() -> None:
+            nonlocal done
+            if not done:
+                done = True
+                stop()
+                self.count -= 1
+                self._on_count()
+
+        return unsubscribe
+
+
+class Notifier:
+    """Turns the control service's change feed into MCP change notifications.
+
+    A new journal entry or delivery changes the resource list (it lists the newest ones) and
+    updates the connection's ``requests`` or ``deliveries`` resource (and the delivery's own).
+
+    * 2026-07-28 clients open ``subscriptions/listen`` (the SDK serves it from ``bus``).
+    * 2025-11-25 sessions get ``notifications/resources/list_changed`` on their standalone
+      stream once they have listed resources, and ``notifications/resources/updated`` for the
+      URIs they ``resources/subscribe`` to.
+
+    The control service is watched only while anyone listens: over stdio it is a remote server
+    polled through its admin API.
+    """
+
+    def __init__(self, control: Control | None) -> None:
+        self.control = control
+        self.bus = _CountingBus(self._watch)
+        self.sessions: OrderedDict[str, ServerSession] = OrderedDict()
+        self.subscribed: dict[str, set[str]] = {}  # URI -> keys of legacy sessions
+        self._stop: Callable[[], None] | None = None
+        self._updated: set[str] = set()
+        self._listed = False
+        self._flush: asyncio.Task[None] | None = None
+
+    def install(self, mcp: MCPServer) -> None:
+        # The handshake era's resources/subscribe and listChanged flag need the low-level server:
+        # MCPServer only wires the 2026-07-28 way (subscriptions/listen).
+        low = mcp._lowlevel_server
+        low.add_request_handler("resources/list", PaginatedRequestParams, self._list(mcp))
+        low.add_request_handler("resources/subscribe", SubscribeRequestParams, self._subscribe)
+        low.add_request_handler(
+            "resources/unsubscribe", UnsubscribeRequestParams, self._unsubscribe
+        )
+        options = low.create_initialization_options
+
+        def initialization_options(*args: Any, **kwargs: Any) -> Any:
+            if not args and "notification_options" not in kwargs:
+                kwargs["notification_options"] = NotificationOptions(resources_changed=True)
+            return options(*args, **kwargs)
+
+        low.create_initialization_options = initialization_options  # type: ignore[method-assign]
+
+    # -- who listens -----------------------------------------------------------------------
+
+    def _watch(self) -> None:
+        wanted = self.bus.count > 0 or bool(self.sessions)
+        if wanted and self._stop is None and self.control is not None:
+            self._stop = self.control.subscribe(self._changed)
+        elif not wanted and self._stop is not None:
+            self._stop()
+            self._stop = None
+
+    def _remember(self, ctx: ServerRequestContext[Any, Any]) -> str | None:
+        """The legacy session's key (None on 2026-07-28, where there are no sessions)."""
+        if ctx.protocol_version in MODERN:
+            return None
+        headers = getattr(ctx.request, "headers", None)
+        key = str(headers.get("mcp-session-id", "")) if headers is not None else ""
+        key = key or "stream"  # stdio: one client per process
+        self.sessions[key] = ctx.session
+        self.sessions.move_to_end(key)
+        while len(self.sessions) > MAX_LEGACY_SESSIONS:
+            self._forget(next(iter(self.sessions)))
+        self._watch()
+        return key
+
+    def _forget(self, key: str) -> None:
+        self.sessions.pop(key, None)
+        for keys in self.subscribed.values():
+            keys.discard(key)
+
+    def _list(
+        self, mcp: MCPServer
+    ) -> Callable[[ServerRequestContext[Any, Any], PaginatedRequestParams], Awaitable[Any]]:
+        async def handler(
+            ctx: ServerRequestContext[Any, Any], params: PaginatedRequestParams
+        ) -> ListResourcesResult:
+            self._remember(ctx)
+            listed = await mcp.list_resources()
+            if self.control is not None:
+                listed += await _connection_resources(self.control)
+            return ListResourcesResult(resources=listed)
+
+        return handler
+
+    async def _subscribe(
+        self, ctx: ServerRequestContext[Any, Any], params: SubscribeRequestParams
+    ) -> EmptyResult:
+        key = self._remember(ctx)
+        if key is not None:
+            self.subscribed.setdefault(str(params.uri), set()).add(key)
+        return EmptyResult()
+
+    async def _unsubscribe(
+        self, ctx: ServerRequestContext[Any, Any], params: UnsubscribeRequestParams
+    ) -> EmptyResult:
+        key = self._remember(ctx)
+        if key is not None:
+            self.subscribed.get(str(params.uri), set()).discard(key)
+        return EmptyResult()
+
+    # -- telling them ----------------------------------------------------------------------
+
+    def _changed(self, change: Change) -> None:
+        feed = feed_uri(change.connection, change.kind)
+        self._updated.add(feed)
+        if change.id:
+            self._updated.add(f"{feed}/{change.id}")
+            self._listed = True
+        if self._flush is None:
+            # Coalesces a burst (a request and the deliveries it causes) into one round.
+            self._flush = asyncio.get_running_loop().create_task(self._send())
+
+    async def _send(self) -> None:
+        await asyncio.sleep(0)
+        uris, self._updated = sorted(self._updated), set()
+        listed, self._listed = self._listed, False
+        self._flush = None
+        if listed:
+            await self.bus.publish(ResourcesListChanged())
+        for uri in uris:
+            await self.bus.publish(ResourceUpdated(uri))
+        for key, session in list(self.sessions.items()):
+            try:
+                if listed:
+                    await session.send_resource_list_changed()
+                for uri in uris:
+                    if key in self.subscribed.get(uri, ()):
+                        await session.send_resource_updated(uri)
+            except Exception:  # the session is gone: stop telling it
+                log.debug("dropping MCP session %s", key, exc_info=True)
+                self._forget(key)
+                self._watch()
+
+
+async def _connection_resources(control: Control) -> list[Resource]:
+    """Each connection's requests and deliveries, and the newest of both."""
+    found: list[Resource] = []
+    for connection in await control.list_connections():
+        handle = connection["connection_id"]
+        requests = feed_uri(handle, "request")
+        deliveries = feed_uri(handle, "delivery")
+        found.append(_resource(requests, f"{handle} requests", "Newest journal entries"))
+        found.append(_resource(deliveries, f"{handle} deliveries", "Newest webhook deliveries"))
+        try:
+            entries = (await control.list_requests(handle, limit=LISTED))["requests"]
+            sent = (await control.list_deliveries(handle, limit=LISTED))["deliveries"]
+        except ApitwinError:
+            continue  # reset or removed meanwhile
+        for entry in entries:
+            what = f"{entry['method']} {entry['path']} -> {entry['status']}"
+            found.append(_resource(f"{requests}/{entry['id']}", entry["id"], what))
+        for delivery in sent:
+            what = f"{delivery.get('event')} ({delivery.get('status')})"
+            found.append(_resource(f"{deliveries}/{delivery['id']}", delivery["id"], what))
+    return found
+
+
+def _resource(uri: str, name: str, description: str) -> Resource:
+    return Resource(uri=uri, name=name, description=description, mime_type="application/json")
 
 
 _TYPES: dict[str, Any] = {

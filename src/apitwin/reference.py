@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import sys
 from pathlib import Path
@@ -38,30 +39,70 @@ def config_reference() -> str:
     lines = [
         "# `apitwin.yaml` reference",
         "",
-        "Validated against this schema at load; errors name the file, line and field.",
+        "Validated at load against the JSON Schema that `apitwin schema` prints; errors name the",
+        "file, line, column and field, and what was expected. `${VAR}` in any string reads an",
+        "environment variable. For completion and hover docs in editors that use the YAML",
+        "language server, save the schema next to the file",
+        "(`apitwin schema > apitwin.schema.json`) and start the file with:",
+        "",
+        "```yaml",
+        "# yaml-language-server: $schema=apitwin.schema.json",
+        "```",
         "",
     ]
     lines += _fields(SCHEMA, "")
     return "\n".join(lines) + "\n"
 
 
+def _resolved(schema: dict[str, Any]) -> dict[str, Any]:
+    ref = schema.get("$ref")
+    if isinstance(ref, str) and ref.startswith("#/$defs/"):
+        found: dict[str, Any] = SCHEMA["$defs"][ref.removeprefix("#/$defs/")]
+        return found
+    return schema
+
+
+def _kind(prop: dict[str, Any]) -> str:
+    if "enum" in prop:
+        return "one of " + ", ".join(f"`{v}`" for v in prop["enum"])
+    if "anyOf" in prop:
+        return " or ".join(_kind(_resolved(p)) for p in prop["anyOf"])
+    kind = prop.get("type", "value")
+    if isinstance(kind, list):
+        kind = " or ".join(kind)
+    if kind == "array" and isinstance(prop.get("items"), dict):
+        inner = _resolved(prop["items"])
+        if inner.get("type") in ("string", "number", "integer"):
+            return f"list of {inner['type']}s"
+        return "list"
+    return {"object": "mapping"}.get(str(kind), str(kind))
+
+
 def _fields(schema: dict[str, Any], prefix: str) -> list[str]:
     lines = []
     required = set(schema.get("required", ()))
-    for name, prop in (schema.get("properties") or {}).items():
+    for name, raw in (schema.get("properties") or {}).items():
+        prop = _resolved(raw)
         path = f"{prefix}{name}"
-        kind = prop.get("type") or (
-            "one of " + ", ".join(map(str, prop["enum"])) if "enum" in prop else "value"
-        )
         note = " (required)" if name in required else ""
         text = prop.get("description", "")
-        lines.append(f"- `{path}` — {kind}{note}. {text}".rstrip())
-        if prop.get("type") == "object":
-            lines += _fields(prop, path + ".")
-        items = prop.get("items")
-        if isinstance(items, dict) and items.get("type") == "object":
-            lines += _fields(items, path + "[].")
+        if "default" in prop:
+            text = f"{text} Default: `{json.dumps(prop['default'])}`."
+        lines.append(f"- `{path}` — {_kind(prop)}{note}. {text}".rstrip())
+        lines += _nested(prop, path)
     return lines
+
+
+def _nested(prop: dict[str, Any], path: str) -> list[str]:
+    if "properties" in prop:
+        return _fields(prop, path + ".")
+    extra = prop.get("additionalProperties")
+    if isinstance(extra, dict) and "properties" in _resolved(extra):
+        return _fields(_resolved(extra), path + ".<name>.")
+    items = prop.get("items")
+    if isinstance(items, dict) and "properties" in _resolved(items):
+        return _fields(_resolved(items), path + "[].")
+    return []
 
 
 def admin_reference() -> str:

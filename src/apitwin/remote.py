@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote
 
 import httpx2
 
+from apitwin.changes import Change, ChangeFeed, ChangeKind, Listener
 from apitwin.errors import ApitwinError, ConfigError, InvalidInputError, NotFoundError
+
+log = logging.getLogger(__name__)
+
+POLL_INTERVAL = 1.0  # seconds between looks at the server while anyone listens
+POLL_DEPTH = 5  # newest journal entries and deliveries compared per connection
 
 _ERRORS: dict[int, type[ApitwinError]] = {
     400: InvalidInputError,
@@ -21,6 +31,9 @@ class RemoteControl:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.base = server_url.rstrip("/") + "/_apitwin/api"
         self.client = httpx2.AsyncClient(headers=headers, timeout=timeout)
+        self.poll_interval = POLL_INTERVAL
+        self._changes = ChangeFeed()
+        self._poller: asyncio.Task[None] | None = None
 
     async def _request(
         self, method: str, path: str, *, json: Any = None, params: dict[str, Any] | None = None
@@ -185,6 +198,10 @@ class RemoteControl:
         path = f"{_conn(connection_id)}/endpoints/{quote(endpoint_id, safe='')}/rotate"
         return dict(await self._request("POST", path, json={"grace_seconds": grace_seconds}))
 
+    async def remove_endpoint(self, connection_id: str, endpoint_id: str) -> dict[str, Any]:
+        path = f"{_conn(connection_id)}/endpoints/{quote(endpoint_id, safe='')}"
+        return dict(await self._request("DELETE", path))
+
     async def run_action(
         self, connection_id: str, action: str, inputs: dict[str, Any] | None = None
     ) -> dict[str, Any]:
@@ -220,6 +237,59 @@ class RemoteControl:
                 "GET", f"{_conn(connection_id)}/requests/count", params=_params(**filters)
             )
         )
+
+    # -- change feed -------------------------------------------------------------------------
+
+    def subscribe(self, listener: Listener) -> Callable[[], None]:
+        """Like ControlService.subscribe; the admin API has no push channel, so while anyone
+        listens this polls the newest journal entries and deliveries of every connection."""
+        stop = self._changes.subscribe(listener)
+        if self._poller is None:
+            self._poller = asyncio.get_running_loop().create_task(self._poll())
+
+        def unsubscribe() -> None:
+            stop()
+            if not self._changes.listening and self._poller is not None:
+                self._poller.cancel()
+                self._poller = None
+
+        return unsubscribe
+
+    async def _poll(self) -> None:
+        seen: dict[tuple[ChangeKind, str, str], Any] | None = None
+        while True:
+            try:
+                now = await self._snapshot()
+            except ApitwinError as exc:
+                log.debug("change poll failed: %s", exc.message)
+            else:
+                if seen is not None:
+                    for key, fingerprint in now.items():
+                        if seen.get(key, object()) != fingerprint:
+                            self._changes.publish(Change(*key))
+                seen = now
+            await asyncio.sleep(self.poll_interval)
+
+    async def _snapshot(self) -> dict[tuple[ChangeKind, str, str], Any]:
+        """(kind, connection, id) -> when it last changed, for the newest entries."""
+        found: dict[tuple[ChangeKind, str, str], Any] = {}
+        for connection in await self.list_connections():
+            handle = connection["connection_id"]
+            requests = await self.list_requests(handle, limit=POLL_DEPTH)
+            for entry in requests["requests"]:
+                found[("request", handle, entry["id"])] = None
+            deliveries = await self.list_deliveries(handle, limit=POLL_DEPTH)
+            for delivery in deliveries["deliveries"]:
+                found[("delivery", handle, delivery["id"])] = delivery.get("updated")
+        return found
+
+    async def aclose(self) -> None:
+        if self._poller is not None:
+            self._poller.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._poller
+            self._poller = None
+        await self.client.aclose()
 
 
 def _params(**values: Any) -> dict[str, Any]:

@@ -214,6 +214,7 @@ _CODE_WORDS = {
     405: ("method_not_allowed",),
     406: ("not_acceptable",),
     409: ("conflict", "already_exists"),
+    412: ("precondition_failed", "conflict"),
     413: ("payload_too_large", "request_too_large"),
     415: ("unsupported_media_type",),
     422: ("validation_failed", "validation_error", "invalid_request", "unprocessable_entity"),

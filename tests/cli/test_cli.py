@@ -136,7 +136,7 @@ def test_config_errors_name_the_line_and_field(tmp_path: Path) -> None:
     config.write_text("twins:\n  - spec: api.yaml\n    sead: 3\n")
     result = apitwin("serve", "--config", str(config))
     assert result.returncode == 2
-    assert f"{config}:2" in result.stderr
+    assert f"{config}:3:5: twins[0].sead: unknown field" in result.stderr
     assert "sead" in result.stderr
 
 

@@ -1,9 +1,13 @@
-"""One contract suite for every storage backend."""
+"""One contract suite for every storage backend.
+
+The PostgreSQL runs need a server (see tests/pgserver.py); each test gets its own database.
+"""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack
 from pathlib import Path
 
 import pytest
@@ -22,6 +26,7 @@ from apitwin.state.store import (
     StoreError,
     merge_patch,
 )
+from pgserver import fresh_database
 
 pytestmark = pytest.mark.anyio
 
@@ -30,15 +35,46 @@ EXPERTS = Scope("twin", "acme", "record:experts")
 OTHER = Scope("twin", "globex", "record:projects")
 
 
-@pytest.fixture(params=["sqlite-file", "sqlite-memory"])
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
-    path = tmp_path / "twin.db" if request.param == "sqlite-file" else ":memory:"
-    backend = SQLiteStore(path)
-    await backend.open()
-    try:
-        yield backend
-    finally:
-        await backend.close()
+StoreFactory = Callable[[], Awaitable[Store]]
+
+
+@pytest.fixture(params=["sqlite-file", "sqlite-memory", "postgres"])
+async def store_factory(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> AsyncIterator[StoreFactory]:
+    """Opens stores on one database (one file, one PostgreSQL database); closes them after."""
+    async with AsyncExitStack() as stack:
+        if request.param == "postgres":
+            from apitwin.state.postgres import PostgresStore
+
+            url = stack.enter_context(fresh_database())
+
+            def make() -> Store:
+                return PostgresStore(url)
+
+        else:
+            path = tmp_path / "twin.db" if request.param == "sqlite-file" else ":memory:"
+
+            def make() -> Store:
+                return SQLiteStore(path)
+
+        opened: list[Store] = []
+
+        async def factory() -> Store:
+            if opened and request.param == "sqlite-memory":
+                return opened[0]  # a second connection would open another, empty database
+            backend = make()
+            await backend.open()
+            stack.push_async_callback(backend.close)
+            opened.append(backend)
+            return backend
+
+        yield factory
+
+
+@pytest.fixture
+async def store(store_factory: StoreFactory) -> Store:
+    return await store_factory()
 
 
 async def test_put_then_get_returns_the_item_with_version_one(store: Store) -> None:
@@ -154,6 +190,109 @@ async def test_concurrent_merges_lose_no_update(store: Store) -> None:
     assert found is not None and len(found.data) == 50 and found.version == 51
 
 
+async def test_claim_skips_items_whose_version_moved_or_that_are_gone(store: Store) -> None:
+    await store.write([Put(PROJECTS.key("a"), {"n": 0}), Put(PROJECTS.key("b"), {"n": 0})])
+    await store.write([Merge(PROJECTS.key("b"), {"n": 1})])
+    claimed = await store.claim(
+        [
+            Merge(PROJECTS.key("a"), {"lease": 1}, expect=1),
+            Merge(PROJECTS.key("b"), {"lease": 1}, expect=1),
+            Merge(PROJECTS.key("gone"), {"lease": 1}, expect=1),
+        ]
+    )
+    assert [None if c is None else (c.key.id, c.version) for c in claimed] == [
+        ("a", 2),
+        None,
+        None,
+    ]
+    found = await store.get(PROJECTS.key("b"))
+    assert found is not None and found.data == {"n": 1}
+
+
+async def test_concurrent_claims_from_separate_stores_have_one_winner(
+    store_factory: StoreFactory,
+) -> None:
+    """Two stores on one database stand for two replicas: each item is claimed once."""
+    first, second = await store_factory(), await store_factory()
+    await first.write([Put(PROJECTS.key(f"d{i}"), {"status": "pending"}) for i in range(20)])
+    items = await first.query(Query(PROJECTS, limit=100))
+
+    async def claim_all(backend: Store, worker: str) -> list[str]:
+        won: list[str] = []
+        for item in items:
+            [got] = await backend.claim([Merge(item.key, {"owner": worker}, item.version)])
+            if got is not None:
+                won.append(item.key.id)
+        return won
+
+    a, b = await asyncio.gather(claim_all(first, "a"), claim_all(second, "b"))
+    assert sorted(a + b) == sorted(i.key.id for i in items)
+    assert not set(a) & set(b)
+    owners = {i.key.id: i.data["owner"] for i in await second.query(Query(PROJECTS, limit=100))}
+    assert owners == {**dict.fromkeys(a, "a"), **dict.fromkeys(b, "b")}
+
+
+async def test_concurrent_merges_through_two_stores_lose_no_update(
+    store_factory: StoreFactory,
+) -> None:
+    first, second = await store_factory(), await store_factory()
+    await first.write([Put(PROJECTS.key("p1"), {})])
+
+    async def writer(backend: Store, n: int) -> None:
+        await backend.write([Merge(PROJECTS.key("p1"), {f"k{n}": n})])
+
+    await asyncio.gather(*(writer(first if n % 2 else second, n) for n in range(40)))
+    found = await first.get(PROJECTS.key("p1"))
+    assert found is not None and len(found.data) == 40 and found.version == 41
+
+
+async def test_absent_puts_racing_through_two_stores_create_once(
+    store_factory: StoreFactory,
+) -> None:
+    first, second = await store_factory(), await store_factory()
+
+    async def create(backend: Store, n: int) -> str:
+        try:
+            await backend.write([Put(PROJECTS.key("only"), {"by": n}, expect="absent")])
+        except StoreError as exc:
+            return exc.reason
+        return "created"
+
+    outcomes = await asyncio.gather(*(create(first if n % 2 else second, n) for n in range(10)))
+    assert sorted(outcomes) == ["created"] + ["exists"] * 9
+
+
+async def test_the_lock_is_held_by_one_holder_at_a_time(store_factory: StoreFactory) -> None:
+    first, second = await store_factory(), await store_factory()
+    if not first.shared:
+        pytest.skip("a store no other process shares needs no lock between processes")
+    inside: list[str] = []
+    overlaps: list[list[str]] = []
+
+    async def hold(backend: Store, name: str) -> None:
+        async with backend.lock("start-up"):
+            inside.append(name)
+            overlaps.append(list(inside))
+            await asyncio.sleep(0.05)
+            inside.remove(name)
+
+    await asyncio.gather(hold(first, "a"), hold(second, "b"), hold(first, "c"))
+    assert all(len(seen) == 1 for seen in overlaps) and len(overlaps) == 3
+
+
+async def test_sequence_numbers_stay_increasing_across_stores(
+    store_factory: StoreFactory,
+) -> None:
+    first, second = await store_factory(), await store_factory()
+    seqs = []
+    for n in range(6):
+        backend = first if n % 2 else second
+        [item] = await backend.write([Put(PROJECTS.key(f"p{n}"), {})])
+        assert item is not None
+        seqs.append(item.seq)
+    assert seqs == sorted(seqs) and len(set(seqs)) == 6
+
+
 async def test_sqlite_file_keeps_everything_across_reopen(tmp_path: Path) -> None:
     path = tmp_path / "keep.db"
     first = SQLiteStore(path)
@@ -183,3 +322,74 @@ def test_merge_patch_follows_rfc_7396() -> None:
 
 def test_keys_compare_by_value() -> None:
     assert Key("t", "c", "k", "1") == Scope("t", "c", "k").key("1")
+
+
+async def test_replicas_starting_together_migrate_an_empty_database_once() -> None:
+    from apitwin.state.postgres import SCHEMA_VERSION, PostgresStore
+
+    with fresh_database() as url:
+        stores = [PostgresStore(url) for _ in range(4)]
+        await asyncio.gather(*(s.open() for s in stores))
+        try:
+            assert [await s.schema_version() for s in stores] == [SCHEMA_VERSION] * 4
+            assert [await s.migrate() for s in stores] == [SCHEMA_VERSION] * 4  # nothing to do
+            await stores[0].write([Put(PROJECTS.key("p1"), {"x": 1})])
+            found = await stores[3].get(PROJECTS.key("p1"))
+            assert found is not None and found.data == {"x": 1}
+        finally:
+            for s in stores:
+                await s.close()
+
+
+async def test_postgres_keeps_everything_across_reopen() -> None:
+    from apitwin.state.postgres import PostgresStore
+
+    with fresh_database() as url:
+        first = PostgresStore(url)
+        await first.open()
+        await first.write([Put(PROJECTS.key("p1"), {"b": 1, "a": 2})])
+        await first.close()
+        second = PostgresStore(url)
+        await second.open()
+        try:
+            found = await second.get(PROJECTS.key("p1"))
+            # Key order survives (documents are rendered from what is stored).
+            assert found is not None and list(found.data) == ["b", "a"]
+            [item] = await second.write([Put(PROJECTS.key("p2"), {})])
+            assert item is not None and item.seq > found.seq
+        finally:
+            await second.close()
+
+
+async def test_an_unreachable_postgres_server_is_a_clear_config_error() -> None:
+    pytest.importorskip("psycopg", reason="the postgres extra is not installed")
+    import socket
+
+    from apitwin.errors import ConfigError
+    from apitwin.state.postgres import PostgresStore
+
+    with socket.socket() as probe:  # a loopback port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    store = PostgresStore(f"postgresql://twin:s3cret@127.0.0.1:{port}/twin", connect_timeout=1)
+    with pytest.raises(ConfigError) as caught:
+        await store.open()
+    assert f"127.0.0.1:{port}/twin" in caught.value.message
+    assert "s3cret" not in caught.value.message
+
+
+def test_a_postgres_url_without_the_driver_names_the_extra() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; sys.modules['psycopg'] = None\n"
+        "from apitwin.errors import ConfigError\n"
+        "from apitwin.server.app import open_store\n"
+        "try:\n    open_store('postgresql://twin@127.0.0.1/twin')\n"
+        "except ConfigError as exc:\n    print(exc.message)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert "pip install 'apitwin[postgres]'" in result.stdout

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import random
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
@@ -14,6 +15,7 @@ import pytest
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from apitwin.errors import NotFoundError
+from apitwin.faults import ordered
 
 from conftest import REPO, Receiver, Running, serve, serve_twin
 
@@ -269,14 +271,152 @@ async def test_dangling_reference_names_a_record_the_twin_never_issued(case: Cas
     tagged(attempt, case, "dangling_reference")
 
 
-async def test_kinds_not_performed_send_normally_with_a_note(case: Case) -> None:
-    delivery_id = await case.start("reorder")
-    [(headers, body)] = await case.receipts(1)
-    case.verify(headers, body)
-    [attempt] = (await case.settled(delivery_id, "succeeded"))["attempt_log"]
-    tagged(attempt, case, "reorder")
-    assert attempt["fault_injected"] is False
-    assert attempt["fault_note"].startswith("not performed")
+async def batch(case: Case, rule: dict[str, Any], events: int) -> list[str]:
+    """Connects, adds ``rule``, triggers ``events`` events one after another; their message ids
+    in the order they happened."""
+    client_id = "qa-" + case.path.rsplit("/", 1)[-1]
+    view = await case.control.connect(client_id, webhook_url=case.url)
+    case.handle, case.secret = view["connection_id"], view["webhook"]["secret"]
+    case.rule = (await case.control.add_fault(case.handle, rule))["id"]
+    return [
+        str((await case.control.trigger_event(case.handle, EVENT))["message_id"])
+        for _ in range(events)
+    ]
+
+
+async def arrivals(case: Case, count: int) -> list[str]:
+    """The webhook ids the receiver got, in arrival order, once ``count`` arrived (verified)."""
+    received = await case.receipts(count)
+    for headers, body in received:
+        case.verify(headers, body)
+    return [headers["webhook-id"] for headers, _ in received]
+
+
+async def logged(case: Case) -> list[dict[str, Any]]:
+    """The first attempt of each of the connection's deliveries."""
+    page = await case.control.list_deliveries(case.handle, limit=100)
+    found = [await case.delivery(d["id"]) for d in page["deliveries"]]
+    return [d["attempt_log"][0] for d in found if d["attempt_log"]]
+
+
+async def test_reorder_releases_a_held_batch_in_reverse(case: Case) -> None:
+    rule = {"kind": "reorder", "params": {"batch": 3}, "next": 1}
+    happened = await batch(case, rule, 3)
+    assert await arrivals(case, 3) == happened[::-1]
+    attempts = await logged(case)
+    assert len(attempts) == 3
+    for attempt in attempts:
+        tagged(attempt, case, "reorder")
+        assert attempt["fault_injected"] is True
+    assert len({attempt["fault_group"] for attempt in attempts}) == 1
+    # The rule opened one batch: the next event is sent at once, untouched.
+    [later] = (await case.control.trigger_event(case.handle, EVENT))["deliveries"]
+    [attempt] = (await case.settled(later, "succeeded"))["attempt_log"]
+    assert "fault" not in attempt
+
+
+async def test_reorder_releases_a_partial_batch_when_its_wait_is_over(case: Case) -> None:
+    rule = {"kind": "reorder", "params": {"batch": 5, "max_wait_seconds": 30}, "next": 1}
+    happened = await batch(case, rule, 2)
+
+    async def held() -> bool:
+        page = await case.control.list_deliveries(case.handle, limit=10)
+        return all(d.get("held_by") for d in page["deliveries"])
+
+    await case.until(held)
+    assert await case.running.twin.dispatcher.run_due() == 0
+    assert case.received() == []
+    case.running.twin.clock.advance(31)
+    assert await arrivals(case, 2) == happened[::-1]
+
+
+def permutation(happened: list[str], arrived: list[str]) -> list[int]:
+    return [happened.index(message) for message in arrived]
+
+
+@pytest.mark.parametrize("seed", [7, 8])
+async def test_reorder_shuffled_is_the_same_order_for_the_same_seed(
+    rig: tuple[Receiver, str, Running], seed: int
+) -> None:
+    rule = {
+        "kind": "reorder",
+        "id": "shuffle",
+        "params": {"batch": 4, "order": "shuffled"},
+        "seed": seed,
+        "next": 1,
+    }
+    orders = []
+    for _ in range(2):  # two connections, the same rule and seed
+        case = Case(rig)
+        happened = await batch(case, rule, 4)
+        orders.append(permutation(happened, await arrivals(case, 4)))
+        for attempt in await logged(case):
+            tagged(attempt, case, "reorder")
+    assert orders[0] == orders[1]
+    assert orders[0] != [0, 1, 2, 3]
+    # Seeded as documented: Random(f"{seed}:{rule id}:{batch number}:perform").
+    expected = ordered(
+        ["0", "1", "2", "3"], "shuffled", random.Random(f"{seed}:flt_shuffle:1:perform")
+    )
+    assert orders[0] == [int(i) for i in expected]
+
+
+async def test_burst_sends_count_events_for_one_record_at_once(
+    rig: tuple[Receiver, str, Running],
+) -> None:
+    gate = Gate(3)
+    with serve(gate) as origin:
+        case = Case(rig)
+        case.url = origin + case.path
+        delivery_id = await case.start("burst", {"count": 3})
+
+        async def all_sent() -> bool:
+            return len(gate.received) >= 3
+
+        await case.until(all_sent)
+    assert gate.peak == 3  # all three were in flight before any was answered
+    payloads = [case.verify(headers, body) for headers, body in gate.received]
+    assert len({headers["webhook-id"] for headers, _ in gate.received}) == 3
+    assert len({payload["id"] for payload in payloads}) == 3  # three events, not one thrice
+    assert len({payload["data"]["object"]["id"] for payload in payloads}) == 1
+    original = await case.settled(delivery_id, "succeeded")
+    tagged(original["attempt_log"][0], case, "burst")
+    copies = [a for a in await logged(case) if a["delivery"] != delivery_id]
+    assert len(copies) == 2
+    for attempt in copies:
+        tagged(attempt, case, "burst")
+        assert attempt["fault_injected"] is True
+
+
+class Gate:
+    """A receiver that answers nobody until ``expected`` requests are in flight together (or a
+    bounded wait ends), and records the most that were: sent at once, or one after another."""
+
+    def __init__(self, expected: int) -> None:
+        self.expected = expected
+        self.inflight = 0
+        self.peak = 0
+        self.received: list[tuple[dict[str, str], bytes]] = []
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        self.received.append(({k.decode(): v.decode() for k, v in scope["headers"]}, body))
+        self.inflight += 1
+        self.peak = max(self.peak, self.inflight)
+        for _ in range(500):  # at most 5 s
+            if self.peak >= self.expected:
+                break
+            await anyio.sleep(0.01)
+        self.inflight -= 1
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
 
 
 async def test_no_fault_attempts_carry_no_tag(case: Case) -> None:

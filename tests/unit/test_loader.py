@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import io
 import textwrap
 from pathlib import Path
 
@@ -7,7 +8,8 @@ import jsonschema
 import pytest
 
 from apitwin.errors import SpecError
-from apitwin.spec.loader import load_spec
+from apitwin.logs import LoadProgress
+from apitwin.spec.loader import PHASES, Phase, load_spec
 
 from conftest import SPECS, need_specs, shared_specs
 
@@ -269,3 +271,35 @@ def test_json_schema_ids_and_anchors_resolve_in_3_1(tmp_path: Path) -> None:
     schema = op.body.media["application/json"].schema
     assert schema is not None
     jsonschema.Draft202012Validator.check_schema(schema.json)
+
+
+def test_loading_reports_each_phase_in_order_with_what_it_produced() -> None:
+    need_specs()
+    root = SPECS / "oai-petstore-separate.swagger20/spec/swagger.yaml"
+    phases: list[Phase] = []
+    spec = load_spec(root, spec_root=SPECS, progress=phases.append)
+    assert [(p.name, p.done) for p in phases] == [
+        (name, done) for name in PHASES[:4] for done in (False, True)
+    ]
+    done = {p.name: p.count for p in phases if p.done}
+    assert done["reading"] == root.stat().st_size
+    assert done["parsing"] == 1
+    assert done["resolving refs"] == 11  # the corpus index counts 11 external $refs
+    assert done["building operations"] == len(spec.operations) == 4
+
+
+def test_slow_loading_on_a_terminal_shows_the_phases_and_otherwise_nothing() -> None:
+    need_specs()
+    spec = SPECS / "spotify-web-api.oas30.yml"
+    screen = io.StringIO()
+    load_spec(spec, progress=LoadProgress(screen, tty=True, delay=0.0))
+    # As a terminal shows it: a phase under way is overwritten (\r) by its result.
+    lines = [line.rsplit("\r", 1)[-1] for line in screen.getvalue().split("\n") if line]
+    assert [line.split()[0] for line in lines] == ["reading", "parsing", "resolving", "building"]
+    assert "97 operation(s)" in lines[-1]
+    piped = io.StringIO()
+    display = LoadProgress(piped, tty=False, delay=0.0)
+    load_spec(spec, progress=display)
+    assert piped.getvalue() == ""
+    assert display.summary().startswith("ready in ")
+    assert "97 operations" in display.summary()

@@ -226,6 +226,10 @@ async def rotate_secret(c: ControlService, r: Request, b: dict[str, Any]) -> tup
     return 200, await c.rotate_secret(r.path_params["cid"], r.path_params["id"], float(grace))
 
 
+async def remove_endpoint(c: ControlService, r: Request, b: dict[str, Any]) -> tuple[int, Any]:
+    return 200, await c.remove_endpoint(r.path_params["cid"], r.path_params["id"])
+
+
 async def run_action(c: ControlService, r: Request, b: dict[str, Any]) -> tuple[int, Any]:
     inputs = b.get("inputs", {})
     if not isinstance(inputs, dict):
@@ -420,6 +424,12 @@ ENDPOINTS = [
         "Rotate an endpoint's secret",
         rotate_secret,
         body={"type": "object", "properties": {"grace_seconds": {"type": "number"}}},
+    ),
+    Endpoint(
+        "DELETE",
+        _CONN + "/endpoints/{id}",
+        "Remove a webhook endpoint (drops its pending deliveries)",
+        remove_endpoint,
     ),
     Endpoint("GET", _CONN + "/actions", "List workflow actions", list_actions),
     Endpoint(

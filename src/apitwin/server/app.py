@@ -13,7 +13,7 @@ from apitwin.server.admin_api import AdminApi, openapi_document
 from apitwin.server.mock import MockApp, Receive, Scope, Send
 from apitwin.service.control import ControlService
 from apitwin.service.twin import TwinService
-from apitwin.spec.loader import load_spec
+from apitwin.spec.loader import Phase, Progress, load_spec
 from apitwin.state.store import Store
 
 CONTROL_PREFIX = "/_apitwin"
@@ -79,6 +79,9 @@ class App:
         check_prefixes(twins)
         self.twins = twins
         self.store = store
+        if store.shared:
+            for twin in twins:
+                twin.clock.share(store, twin.name)
         self.started = False
         self.mock = MockApp(twins)
         self.control_prefix = control_prefix
@@ -94,6 +97,8 @@ class App:
             return
         if kind != "http":
             return
+        if self.store.shared:
+            await self._sync()
         path: str = scope["path"]
         if path.startswith(self.control_prefix + "/") or path == self.control_prefix:
             self._learn_origin(scope)
@@ -116,6 +121,13 @@ class App:
             await self.mcp(scope, receive, send)
             return
         await self.mock(scope, receive, send)
+
+    async def _sync(self) -> None:
+        """Replicas on one database: catch up with the clock and the connections another
+        replica changed, before serving (two small reads per twin)."""
+        for twin in self.twins:
+            await twin.clock.sync()
+            await twin.connections.refresh()
 
     def _learn_origin(self, scope: Scope) -> None:
         """Base URLs handed to agents use the address this server really listens on."""
@@ -146,8 +158,11 @@ class App:
             return
         self.started = True
         await self.store.open()
-        for twin in self.twins:
-            await twin.start()
+        # Replicas starting together on one database take turns: each finds what the one
+        # before it created (default connection, seed data, configured endpoints).
+        async with self.store.lock("startup"):
+            for twin in self.twins:
+                await twin.start()
         self.mcp.start()
 
     async def shutdown(self) -> None:
@@ -229,22 +244,41 @@ def check_prefixes(twins: list[TwinService]) -> None:
 
 def open_store(db: str) -> Store:
     if db.startswith(("postgres://", "postgresql://")):
-        raise ConfigError("PostgreSQL storage is not available in this version; use a SQLite file")
+        try:
+            from apitwin.state.postgres import PostgresStore
+        except ImportError as exc:
+            raise ConfigError(
+                f"PostgreSQL storage needs its driver ({exc.name or 'psycopg'} is missing): "
+                "pip install 'apitwin[postgres]'",
+                field="db",
+            ) from None
+        return PostgresStore(db)
     from apitwin.state.sqlite import SQLiteStore
 
     return SQLiteStore(db)
 
 
-def build_twins(settings: Settings, store: Store) -> list[TwinService]:
+def build_twins(
+    settings: Settings, store: Store, progress: Progress | None = None
+) -> list[TwinService]:
     twins = []
     for config in settings.twins:
-        spec = load_spec(config.spec, spec_root=config.spec_root)
-        twins.append(TwinService(spec, store, config))
+        spec = load_spec(config.spec, spec_root=config.spec_root, progress=progress)
+        if progress is not None:
+            progress(Phase("inferring resources"))
+        twin = TwinService(spec, store, config)
+        if progress is not None:
+            progress(Phase("inferring resources", True, len(twin.resource_map.resources)))
+        twins.append(twin)
     return twins
 
 
-def create_app(settings: Settings) -> App:
+def create_app(settings: Settings, progress: Progress | None = None) -> App:
+    """``progress`` is told each loading phase of each twin (see apitwin.spec.loader.PHASES)."""
     store = open_store(settings.db)
     return App(
-        build_twins(settings, store), store, admin_token=settings.admin_token, host=settings.host
+        build_twins(settings, store, progress),
+        store,
+        admin_token=settings.admin_token,
+        host=settings.host,
     )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from apitwin import __version__
 from apitwin.config import Settings
 from apitwin.server.app import App
@@ -42,3 +44,25 @@ def banner(app: App, settings: Settings) -> str:
     lines.append("")
     lines.append("secrets are shown in full only when created; press Ctrl+C to stop")
     return "\n".join(lines)
+
+
+def banner_fields(app: App, settings: Settings) -> dict[str, Any]:
+    """What the banner says, as fields of a JSON log record, without secrets."""
+    host = settings.host if settings.host not in ("0.0.0.0", "::") else "127.0.0.1"
+    origin = f"http://{host}:{settings.port}"
+    return {
+        "version": __version__,
+        "state": settings.db,
+        "twins": [
+            {
+                "name": twin.name,
+                "title": twin.spec.title,
+                "api": f"{origin}{twin.base_path}",
+                "operations": len(twin.spec.operations),
+                "connections": [c.client_id for c in twin.connections.all()],
+            }
+            for twin in app.twins
+        ],
+        "mcp": f"{origin}/mcp",
+        "admin_api": f"{origin}/_apitwin/api",
+    }

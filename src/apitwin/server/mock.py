@@ -9,6 +9,7 @@ import logging
 from typing import Any
 
 from apitwin.http import InboundRequest, MockResponse
+from apitwin.logs import log_request, request_log
 from apitwin.responses import problem
 from apitwin.server.faulty import perform
 from apitwin.service.twin import TwinService
@@ -90,6 +91,7 @@ class MockApp:
         except BodyTooLarge:
             detail = f"request body exceeds the {self.max_body}-byte limit"
             await send_response(send, problem(413, detail))
+            _log_unserved(scope["method"], scope["path"], 413)
             return
         request = to_request(scope, body)
         twin = self.twin_for(request.path)
@@ -98,6 +100,7 @@ class MockApp:
             response = problem(
                 404, f"{request.path} is not served here; twins live under: {prefixes}"
             )
+            _log_unserved(request.method, request.path, 404)
         else:
             try:
                 response = await twin.handle(request)
@@ -110,3 +113,17 @@ class MockApp:
             await perform(send, response.fault, response, response.fault.rng())
             return
         await send_response(send, response)
+
+
+def _log_unserved(method: str, path: str, status: int) -> None:
+    """Requests no twin answers get a log line too (the twins log their own)."""
+    if request_log.isEnabledFor(logging.INFO):
+        log_request(
+            "",
+            connection="-",
+            operation=None,
+            method=method,
+            path=path,
+            status=status,
+            latency_ms=0.0,
+        )

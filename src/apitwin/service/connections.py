@@ -19,6 +19,9 @@ from apitwin.tenants import (
 
 TOKEN_LIFETIME = 3600
 MAX_CONNECTIONS = 1000
+MAX_TOKENS = 10_000
+# Bumped (its version) with every change to a connection, so replicas sharing the store notice.
+CHANGED_KIND = "connections-changed"
 
 
 class Connections:
@@ -29,12 +32,39 @@ class Connections:
         self.index = CredentialIndex()
         self.created_now: set[str] = set()  # created by this process: secrets may be shown once
         self._scope = Scope(twin, "", CONNECTION_KIND)
+        self._changed = Key(twin, "", CHANGED_KIND, "generation")
+        self._seen = 0  # the generation the index was last read at
+
+    def _bump(self) -> list[Put]:
+        return [Put(self._changed, {})] if self.store.shared else []
+
+    async def refresh(self, *, tokens: bool = False) -> bool:
+        """Re-read connections another replica changed (and, with ``tokens``, the tokens it
+        issued). No-op unless the store is shared; True if anything was re-read."""
+        if not self.store.shared:
+            return False
+        item = await self.store.get(self._changed)
+        generation = item.version if item is not None else 0
+        if generation == self._seen and not tokens:
+            return False
+        index = CredentialIndex()
+        for found in await self.store.query(Query(self._scope, limit=MAX_CONNECTIONS)):
+            index.add(Connection.from_data(found.data))
+        query = Query(Scope(self.twin, "", TOKEN_KIND), limit=MAX_TOKENS)
+        for found in await self.store.query(query):
+            index.tokens[found.key.id] = (found.data["connection"], found.data["expires"])
+        self.index, self._seen = index, generation
+        return True
 
     async def load(self, configured: tuple[ConnectionConfig, ...]) -> None:
         """Read stored connections, then make sure the default and configured ones exist."""
         for item in await self.store.query(Query(self._scope, limit=MAX_CONNECTIONS)):
             self.index.add(Connection.from_data(item.data))
-        for item in await self.store.query(Query(Scope(self.twin, "", TOKEN_KIND), limit=10_000)):
+        if self.store.shared:
+            changed = await self.store.get(self._changed)
+            self._seen = changed.version if changed is not None else 0
+        tokens = Query(Scope(self.twin, "", TOKEN_KIND), limit=MAX_TOKENS)
+        for item in await self.store.query(tokens):
             self.index.tokens[item.key.id] = (item.data["connection"], item.data["expires"])
         if DEFAULT_CONNECTION not in self.index.connections:
             await self.create(DEFAULT_CONNECTION, label="used when a request names no connection")
@@ -72,7 +102,10 @@ class Connections:
             raise ConfigError(str(exc), field="client_id") from None
         try:
             await self.store.write(
-                [Put(self._scope.key(client_id), connection.to_data(), expect="absent")]
+                [
+                    Put(self._scope.key(client_id), connection.to_data(), expect="absent"),
+                    *self._bump(),
+                ]
             )
         except StoreError:
             raise ConfigError(
@@ -83,13 +116,17 @@ class Connections:
         return connection
 
     async def save(self, connection: Connection) -> Connection:
-        await self.store.write([Put(self._scope.key(connection.client_id), connection.to_data())])
+        await self.store.write(
+            [Put(self._scope.key(connection.client_id), connection.to_data()), *self._bump()]
+        )
         self.index.add(connection)
         return connection
 
     async def remove(self, client_id: str) -> None:
         self.get(client_id)
-        await self.store.write([Delete(self._scope.key(client_id)), Clear(self.twin, client_id)])
+        await self.store.write(
+            [Delete(self._scope.key(client_id)), Clear(self.twin, client_id), *self._bump()]
+        )
         self.index.remove(client_id)
 
     async def issue_token(self, connection: Connection, scope: str = "") -> dict[str, Any]:

@@ -8,12 +8,13 @@ whose message says what was wrong and what to do next.
 from __future__ import annotations
 
 import random
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, cast
 
 import jsonschema_rs
 
+from apitwin.changes import Change, Listener
 from apitwin.errors import InvalidInputError, NotFoundError
 from apitwin.faults import FaultError
 from apitwin.schemanav import deref, properties
@@ -454,6 +455,12 @@ class ControlService:
         )
         return {"endpoint_id": endpoint_id, "secret": secret, "grace_seconds": grace_seconds}
 
+    async def remove_endpoint(self, connection_id: str, endpoint_id: str) -> dict[str, Any]:
+        """Stop sending to an endpoint; its pending deliveries are dropped."""
+        handle = self.handle(connection_id)
+        await handle.twin.outbox.remove_endpoint(handle.connection.client_id, endpoint_id)
+        return {"endpoint_id": endpoint_id, "removed": True}
+
     # -- faults --------------------------------------------------------------------------------
 
     async def add_fault(self, connection_id: str, rule: Mapping[str, Any]) -> dict[str, Any]:
@@ -505,6 +512,26 @@ class ControlService:
         )
         return {"count": count, "filters": {k: v for k, v in filters.items() if v is not None}}
 
+    # -- change feed ---------------------------------------------------------------------------
+
+    def subscribe(self, listener: Listener) -> Callable[[], None]:
+        """Tell ``listener`` of every journal entry and delivery recorded on any twin, with the
+        connection as its handle; returns the function that stops it."""
+        stops: list[Callable[[], None]] = []
+        for twin in self.twins.values():
+
+            def relay(change: Change, name: str = twin.name) -> None:
+                listener(replace(change, connection=f"{name}:{change.connection}"))
+
+            stops.append(twin.journal.changes.subscribe(relay))
+            stops.append(twin.outbox.changes.subscribe(relay))
+
+        def unsubscribe() -> None:
+            for stop in stops:
+                stop()
+
+        return unsubscribe
+
     # -- clock ---------------------------------------------------------------------------------
 
     async def advance_clock(self, connection_id: str, seconds: float) -> dict[str, Any]:
@@ -512,7 +539,7 @@ class ControlService:
         handle = self.handle(connection_id)
         if not 0 < seconds <= 366 * 86400:
             raise InvalidInputError("seconds must be between 0 and one year", field="seconds")
-        now = handle.twin.clock.advance(seconds)
+        now = await handle.twin.clock.move(seconds)
         ran = await handle.twin.dispatcher.run_due()
         return {
             "twin": handle.twin.name,

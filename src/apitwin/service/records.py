@@ -186,13 +186,21 @@ class Records:
         return await self._commit(ops, Change(resource.name, "created", record, conn), key)
 
     async def replace(
-        self, conn: str, resource: Resource, record_id: str, body: Mapping[str, Any]
+        self,
+        conn: str,
+        resource: Resource,
+        record_id: str,
+        body: Mapping[str, Any],
+        *,
+        expect: int | None = None,
     ) -> Item:
+        """``expect``: the version the caller read (If-Match); a change since is a conflict."""
         current = await self.require(conn, resource, record_id)
         kept = {k: v for k, v in current.data.items() if k in resource.server_fields}
         record = self.fill_required(resource, {**dict(body), **kept, **self.touched(resource)})
         key = self.scope(conn, resource).key(record_id)
-        op = Put(key, record, current.parent, expect=current.version, now=self.clock.now())
+        version = current.version if expect is None else expect
+        op = Put(key, record, current.parent, expect=version, now=self.clock.now())
         return await self._commit([op], Change(resource.name, "updated", record, conn), key)
 
     async def update(
@@ -202,6 +210,8 @@ class Records:
         record_id: str,
         patch: Mapping[str, Any],
         verb: str = "updated",
+        *,
+        expect: int | None = None,
     ) -> Item:
         current = await self.require(conn, resource, record_id)
         protected = {resource.id_field, resource.parent_field or resource.id_field}
@@ -212,15 +222,20 @@ class Records:
         key = self.scope(conn, resource).key(record_id)
         # The store applies the merge atomically: concurrent changes to different fields all
         # land. A null clears a nullable field rather than removing it.
-        op = Merge(key, clean, now=self.clock.now(), set_null=nulls)
+        op = Merge(key, clean, expect=expect, now=self.clock.now(), set_null=nulls)
         return await self._commit([op], Change(resource.name, verb, record, conn), key)
 
-    async def delete(self, conn: str, resource: Resource, record_id: str) -> dict[str, Any]:
+    async def delete(
+        self, conn: str, resource: Resource, record_id: str, *, expect: int | None = None
+    ) -> dict[str, Any]:
         current = await self.require(conn, resource, record_id)
         key = self.scope(conn, resource).key(record_id)
-        await self._commit(
-            [Delete(key)], Change(resource.name, "deleted", current.data, conn), None
-        )
+        ops: list[Op] = [Delete(key)]
+        if expect is not None:
+            # A delete carries no version check of its own: an empty merge in the same batch
+            # does (the batch is atomic, so the merge never outlives the delete).
+            ops.insert(0, Merge(key, {}, expect=expect, now=self.clock.now()))
+        await self._commit(ops, Change(resource.name, "deleted", current.data, conn), None)
         return current.data
 
     async def action(

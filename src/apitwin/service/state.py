@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import weakref
 from typing import TYPE_CHECKING, Any
 
 from apitwin.errors import ApitwinError, NotFoundError
@@ -9,11 +10,11 @@ from apitwin.negotiation import default_response, response_for_status
 from apitwin.responses import stable_rng
 from apitwin.schemanav import properties
 from apitwin.service.exchange import Exchange, StateResult
-from apitwin.service.records import Page, is_cursor
+from apitwin.service.records import ConflictError, Page, is_cursor
 from apitwin.service.shaping import shape, shape_list
 from apitwin.spec.model import Operation, Schema
 from apitwin.spec.resources import Resource
-from apitwin.state.store import Put
+from apitwin.state.store import Item, Put
 from apitwin.validation import ValidRequest
 
 if TYPE_CHECKING:
@@ -75,25 +76,125 @@ async def _dispatch(
             conn, resource, request.body, parent_id=parent_id, upsert=upsert
         )
         headers = _location(twin, op, resource, status, item.data, parent_id)
+        headers += _etag_header(twin, resource, item)
         return StateResult(status, _body(twin, op, status, item.data), True, headers)
     if item_id is None:
         return None
     body = request.body if isinstance(request.body, dict) else _query_fields(resource, request)
     item = await records.require(conn, resource, item_id, parent_id)
-    if role == "read":
-        pass
-    elif role == "replace" and body is not None:
-        item = await records.replace(conn, resource, item_id, body)
-    elif role == "update" and body is not None:
-        item = await records.update(conn, resource, item_id, body)
-    elif role == "delete":
-        data = await records.delete(conn, resource, item_id)
-        return StateResult(status, _body(twin, op, status, data), True)
-    elif role == "action":
-        item = await records.action(conn, resource, item_id, action, body)
-    else:
-        return None
-    return StateResult(status, _body(twin, op, status, item.data), True)
+    expect: int | None = None
+    if role in ("replace", "update", "delete"):
+        item = await _interleave(twin, exchange, resource, item)
+        refused = _precondition(twin, exchange, op, resource, item)
+        if refused is not None:
+            return refused
+        expect = item.version if exchange.request.headers.get("if-match") else None
+    try:
+        if role == "read":
+            pass
+        elif role == "replace" and body is not None:
+            item = await records.replace(conn, resource, item_id, body, expect=expect)
+        elif role == "update" and body is not None:
+            item = await records.update(conn, resource, item_id, body, expect=expect)
+        elif role == "delete":
+            data = await records.delete(conn, resource, item_id, expect=expect)
+            return StateResult(status, _body(twin, op, status, data), True)
+        elif role == "action":
+            item = await records.action(conn, resource, item_id, action, body)
+        else:
+            return None
+    except ConflictError as exc:
+        if expect is None:
+            raise
+        # Changed between the If-Match check and the write: the precondition failed after all.
+        return StateResult(_precondition_status(op), detail=exc.message)
+    headers = _etag_header(twin, resource, item)
+    return StateResult(status, _body(twin, op, status, item.data), True, headers)
+
+
+# -- optimistic concurrency (ETag / If-Match) ----------------------------------------------------
+
+
+def etag(item: Item) -> str:
+    """A record's entity tag: its store version, which every change moves on."""
+    return f'"v{item.version}"'
+
+
+def versioned(twin: TwinService, resource: Resource) -> bool:
+    """Whether the spec gives the resource optimistic concurrency: an operation on it takes
+    If-Match, answers an ETag header, or a write of it can answer 412."""
+    known = _VERSIONED.setdefault(twin, {})
+    found = known.get(resource.name)
+    if found is None:
+        ops = [twin.spec.operation(op_id) for op_id in resource.operations.values()]
+        found = known[resource.name] = any(op is not None and _concurrency(op) for op in ops)
+    return found
+
+
+# Per twin and resource: the spec does not change under a running twin.
+_VERSIONED: weakref.WeakKeyDictionary[TwinService, dict[str, bool]] = weakref.WeakKeyDictionary()
+
+
+def _concurrency(op: Operation) -> bool:
+    if any(p.location == "header" and p.name.lower() == "if-match" for p in op.parameters):
+        return True
+    if "412" in op.responses:
+        return True
+    return any(
+        name.lower() == "etag" for response in op.responses.values() for name in response.headers
+    )
+
+
+def _etag_header(twin: TwinService, resource: Resource, item: Item) -> list[tuple[str, str]]:
+    return [("etag", etag(item))] if versioned(twin, resource) else []
+
+
+def _precondition_status(op: Operation) -> int:
+    """412, unless the operation declares 409 and not 412 (then its own conflict answer)."""
+    declared = op.responses
+    if "412" not in declared and "4XX" not in declared and "409" in declared:
+        return 409
+    return 412
+
+
+def _precondition(
+    twin: TwinService, exchange: Exchange, op: Operation, resource: Resource, item: Item
+) -> StateResult | None:
+    """A failed If-Match (RFC 9110 13.1.1: strong comparison; ``*`` matches any record), or a
+    ``concurrent_update`` fault without one, where the write can answer a conflict."""
+    given = exchange.request.headers.get("if-match")
+    honoured = versioned(twin, resource) or any(s in op.responses for s in ("409", "412"))
+    plan = exchange.fault
+    if given is not None and honoured:
+        tags = {tag.strip() for tag in given.split(",")}
+        if "*" in tags or etag(item) in tags:
+            return None
+        detail = (
+            f"the {resource.singular} {item.key.id!r} is at {etag(item)}, not {given}: "
+            "it changed since it was read; read it again and retry"
+        )
+        return StateResult(_precondition_status(op), detail=detail)
+    raced = plan is not None and plan.kind == "concurrent_update"
+    if given is None and raced and "409" in op.responses:
+        assert plan is not None
+        detail = (
+            f"the {resource.singular} {item.key.id!r} changed since it was read "
+            f"(fault {plan.rule_id}); read it again and retry"
+        )
+        return StateResult(409, detail=detail)
+    return None
+
+
+async def _interleave(
+    twin: TwinService, exchange: Exchange, resource: Resource, item: Item
+) -> Item:
+    """The ``concurrent_update`` race: someone else changes the record between the client's
+    read and this write (a new version, the fields the rule names, its webhook)."""
+    plan = exchange.fault
+    if plan is None or plan.kind != "concurrent_update":
+        return item
+    changes = dict(plan.params.get("changes") or {})
+    return await twin.records.update(exchange.connection, resource, item.key.id, changes)
 
 
 async def _singleton(

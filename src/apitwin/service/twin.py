@@ -32,6 +32,7 @@ from apitwin.faults import (
 from apitwin.generation import GenerationError, Generator
 from apitwin.http import InboundRequest, MockResponse
 from apitwin.journal import Journal, redaction_for, suggester
+from apitwin.logs import log_request, request_log
 from apitwin.matching import Match, MatchKind, Router
 from apitwin.negotiation import (
     Choice,
@@ -62,7 +63,7 @@ from apitwin.tenants import DEFAULT_CONNECTION, Identity
 from apitwin.validation import Outcome, Violation, validate_request
 from apitwin.webhooks.delivery import Dispatcher
 from apitwin.webhooks.events import RequestContext, build_payload, callback_url, catalogue
-from apitwin.webhooks.outbox import ChangeEvents, Outbox
+from apitwin.webhooks.outbox import ChangeEvents, Outbox, collecting
 from apitwin.webhooks.safety import AllowList
 
 CONNECTION_HEADER = "x-apitwin-connection"
@@ -187,17 +188,37 @@ class TwinService:
             exchange.response = problem(500, f"the spec's schema{where} cannot be satisfied: {exc}")
         await self.after_request(exchange)
         plan = exchange.fault
+        connection = exchange.connection or self._named_connection(request)
         await self.journal.record(
             exchange,
             plan.rule_id if plan else None,
             fault_kind=plan.kind if plan else None,
-            connection=exchange.connection or self._named_connection(request),
+            connection=connection,
         )
+        if request_log.isEnabledFor(logging.INFO):
+            self._log_request(exchange, connection)
         for observer in self.observers:
             observer(exchange)
         if plan is not None and plan.kind in TRANSPORT_KINDS:
             exchange.response.fault = plan
         return exchange.response
+
+    def _log_request(self, exchange: Exchange, connection: str) -> None:
+        response, plan = exchange.response, exchange.fault
+        if response is None:
+            return
+        op = exchange.match.operation if exchange.match else None
+        log_request(
+            self.name,
+            connection=connection,
+            operation=response.operation_id or (op.operation_id if op else None),
+            method=exchange.request.method,
+            path=exchange.request.path,
+            status=response.status,
+            latency_ms=(time.perf_counter() - exchange.started) * 1000,
+            fault=plan.rule_id if plan else None,
+            fault_kind=plan.kind if plan else None,
+        )
 
     async def after_request(self, exchange: Exchange) -> None:
         """The "enqueue events" stage: callbacks of the operation, and configured rules."""
@@ -283,6 +304,9 @@ class TwinService:
         if not security.ok:
             return self.unauthorized(op, security.reason, security.challenge)
         identity = exchange.identity = self.identify(security, request)
+        if identity.error and await self.connections.refresh(tokens=True):
+            # A token or key another replica issued a moment ago.
+            identity = exchange.identity = self.identify(security, request)
         if identity.error:
             challenge = challenge_for(op, self.spec.security_schemes) or "Bearer"
             return self.unauthorized(op, identity.error, challenge)
@@ -295,11 +319,28 @@ class TwinService:
         injected = status_fault(plan) if plan is not None else None
         if injected is not None:
             return self.injected(op, injected)
+        if plan is not None and plan.kind == "webhook_before_response":
+            return await self._webhook_first(exchange, op, plan)
         if self.state_stage is not None:
             exchange.state = await self.state_stage(self, exchange)
         response = self.respond(op, request, exchange.state)
         if plan is not None and plan.kind == "schema_break":
             return self.broken(op, response, plan)
+        return response
+
+    async def _webhook_first(
+        self, exchange: Exchange, op: Operation, plan: FaultPlan
+    ) -> MockResponse:
+        """The race of a webhook overtaking the API answer that caused it: the answer is held
+        until every delivery the write enqueued has had its first attempt."""
+        assert exchange.identity is not None
+        with collecting() as enqueued:
+            if self.state_stage is not None:
+                exchange.state = await self.state_stage(self, exchange)
+        await self.dispatcher.deliver_now(exchange.identity.connection, enqueued, plan)
+        response = self.respond(op, exchange.request, exchange.state)
+        if not enqueued:
+            response.note = "webhook_before_response: this call sent no webhook"
         return response
 
     # -- stages ----------------------------------------------------------------------------

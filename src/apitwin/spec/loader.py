@@ -8,6 +8,8 @@ with its file, JSON pointer and a plain reason. Imperfections that do not stop s
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -41,25 +43,62 @@ class Collector:
             return None
 
 
-def load_spec(path: str | Path, *, spec_root: str | Path | None = None) -> Spec:
+# Loading phases, in the order they are reported (the last is reported by whoever infers them).
+PHASES = ("reading", "parsing", "resolving refs", "building operations", "inferring resources")
+
+
+@dataclass(frozen=True, slots=True)
+class Phase:
+    """A loading phase starting (``done`` False) or ending, with what it produced."""
+
+    name: str  # one of PHASES
+    done: bool = False
+    # When done: bytes read, documents parsed, $refs resolved, operations built, resources.
+    count: int | None = None
+
+
+Progress = Callable[[Phase], None]
+
+
+def load_spec(
+    path: str | Path, *, spec_root: str | Path | None = None, progress: Progress | None = None
+) -> Spec:
     path = Path(path)
     if not path.is_file():
         raise SpecError([Problem(str(path), "", "file not found")])
     registry = DocumentRegistry(path, spec_root=Path(spec_root) if spec_root else None)
+    tell = progress or _silent
+    tell(Phase("reading"))
+
+    def read(uri: str, size: int) -> None:
+        tell(Phase("reading", True, size))
+        tell(Phase("parsing"))
+
+    registry.on_read = read
     try:
         root = registry.root()
     except RefError as exc:
         raise SpecError([exc.problem]) from None
+    registry.on_read = None
+    tell(Phase("parsing", True, 1))
     collector = Collector(registry)
     if not isinstance(root.value, dict):
         raise SpecError([Problem(registry.name(root.uri), "", "the document is not a mapping")])
-    check_refs(registry, collector)
+    tell(Phase("resolving refs"))
+    refs = check_refs(registry, collector)
     if collector.problems:
         raise SpecError(collector.problems)
+    tell(Phase("resolving refs", True, refs))
+    tell(Phase("building operations"))
     spec = _adapt(root, collector)
     if collector.problems or spec is None:
         raise SpecError(collector.problems or [Problem(registry.name(root.uri), "", "unreadable")])
+    tell(Phase("building operations", True, len(spec.operations)))
     return spec
+
+
+def _silent(phase: Phase) -> None:
+    pass
 
 
 def _adapt(root: Located, collector: Collector) -> Spec | None:
@@ -83,8 +122,12 @@ def _adapt(root: Located, collector: Collector) -> Spec | None:
     return None
 
 
-def check_refs(registry: DocumentRegistry, collector: Collector) -> None:
-    """Report every `$ref` whose target cannot be found, in all reachable documents."""
+def check_refs(registry: DocumentRegistry, collector: Collector) -> int:
+    """Report every `$ref` whose target cannot be found, in all reachable documents.
+
+    Returns how many `$ref`s were found.
+    """
+    found = 0
     pending = [registry.root_uri]
     walked: set[str] = set()
     checked: set[str] = set()
@@ -98,7 +141,9 @@ def check_refs(registry: DocumentRegistry, collector: Collector) -> None:
         except RefError as exc:
             collector.problems.append(exc.problem)
             continue
-        for ref, pointer in _refs_in(document):
+        refs = _refs_in(document)
+        found += len(refs)
+        for ref, pointer in refs:
             if not isinstance(ref, str) or not ref:
                 collector.warnings.append(
                     Problem(
@@ -121,6 +166,7 @@ def check_refs(registry: DocumentRegistry, collector: Collector) -> None:
                 continue
             if target_uri != uri:
                 pending.append(target_uri)
+    return found
 
 
 def _refs_in(document: Any) -> list[tuple[Any, str]]:

@@ -7,6 +7,7 @@ or point at the network, are refused unless explicitly allowed.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -149,6 +150,8 @@ class DocumentRegistry:
         # JSON Schema `$id` and `$anchor` targets (OpenAPI 3.1), indexed on first need.
         self._ids: dict[str, Located] = {}
         self._indexed: set[str] = set()
+        # Told (uri, size) after each file is read and before it is parsed (loading progress).
+        self.on_read: Callable[[str, int], None] | None = None
 
     def name(self, uri: str) -> str:
         return display_name(uri, self.root_uri)
@@ -176,6 +179,8 @@ class DocumentRegistry:
             raise RefError(
                 Problem(self.name(uri), "", f"cannot read file: {exc.strerror}")
             ) from None
+        if self.on_read is not None:
+            self.on_read(uri, len(data))
         try:
             document = parse_document(data, self.name(uri))
         except ValueError as exc:

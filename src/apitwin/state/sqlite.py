@@ -1,16 +1,21 @@
-"""Embedded SQLite backend (the default): stdlib sqlite3 on one dedicated thread, WAL mode.
+"""Embedded SQLite backend (the default): stdlib sqlite3, WAL mode.
 
-All statements run on a single worker thread, so batches are serialised: concurrent writers cannot
-lose each other's updates, and each batch is one transaction.
+Statements are serialised by one lock, so concurrent writers cannot lose each other's updates, and
+each batch is one transaction. A call runs on the event loop's thread when the lock is free (a
+typical statement takes microseconds, far less than handing the GIL to a thread and back) and
+queues on one worker thread behind a call in flight otherwise. The price: while another process
+holds the database's write lock, a write on the loop's thread waits for it (up to busy_timeout).
 """
 
 from __future__ import annotations
 
 import asyncio
 import sqlite3
+import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -46,11 +51,15 @@ _COLUMNS = "twin, conn, kind, id, parent, seq, version, data, created, updated"
 
 
 class SQLiteStore:
+    # One process owns the file: its caches and clock need no re-reading.
+    shared = False
+
     def __init__(self, path: str | Path = ":memory:") -> None:
         self.path = str(path)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="apitwin-sqlite")
         self._db: sqlite3.Connection | None = None
         self._seq = 0
+        self._lock = threading.Lock()
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -77,8 +86,17 @@ class SQLiteStore:
         self._executor.shutdown(wait=True)
 
     async def _run(self, fn: Callable[[], T]) -> T:
+        if self._lock.acquire(blocking=False):
+            try:
+                return fn()
+            finally:
+                self._lock.release()
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, fn)
+        return await loop.run_in_executor(self._executor, self._locked, fn)
+
+    def _locked(self, fn: Callable[[], T]) -> T:
+        with self._lock:
+            return fn()
 
     @property
     def db(self) -> sqlite3.Connection:
@@ -139,12 +157,19 @@ class SQLiteStore:
     async def write(self, ops: Sequence[Op]) -> list[Item | None]:
         return await self._run(lambda: self._write(ops))
 
-    def _write(self, ops: Sequence[Op]) -> list[Item | None]:
+    def _write(self, ops: Sequence[Op], *, claim: bool = False) -> list[Item | None]:
         db = self.db
-        seq_before = self._seq
         db.execute("BEGIN IMMEDIATE")
+        # Re-read under the write lock: another process may have written to the same file.
+        row = db.execute("SELECT value FROM counters WHERE name = 'seq'").fetchone()
+        self._seq = seq_before = max(self._seq, int(row[0])) if row else self._seq
         try:
-            results = [self._apply(index, op) for index, op in enumerate(ops)]
+            results = [
+                self._claim(index, op)
+                if claim and isinstance(op, Merge)
+                else self._apply(index, op)
+                for index, op in enumerate(ops)
+            ]
             if self._seq != seq_before:
                 db.execute(
                     "INSERT INTO counters (name, value) VALUES ('seq', ?) "
@@ -157,6 +182,20 @@ class SQLiteStore:
             self._seq = seq_before
             raise
         return results
+
+    async def claim(self, ops: Sequence[Merge]) -> list[Item | None]:
+        return await self._run(lambda: self._write(ops, claim=True))
+
+    @asynccontextmanager
+    async def lock(self, name: str) -> AsyncIterator[None]:
+        # Batches are already serialised by the single worker thread and process.
+        yield
+
+    def _claim(self, index: int, op: Merge) -> Item | None:
+        current = self._get(op.key)
+        if current is None or (op.expect is not None and current.version != op.expect):
+            return None
+        return self._apply(index, op)
 
     def _apply(self, index: int, op: Op) -> Item | None:
         if isinstance(op, Put):

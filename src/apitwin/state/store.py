@@ -9,6 +9,7 @@ the events it causes commit together or not at all.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -115,6 +116,10 @@ class StoreError(Exception):
 
 
 class Store(Protocol):
+    # True when other processes may share the data (several replicas on one database): caches
+    # of stored state must then be re-read, and the virtual clock lives in the store.
+    shared: bool
+
     async def open(self) -> None: ...
 
     async def close(self) -> None: ...
@@ -127,6 +132,16 @@ class Store(Protocol):
 
     async def write(self, ops: Sequence[Op]) -> list[Item | None]:
         """Apply ``ops`` atomically; returns the resulting item per op (None for deletes)."""
+        ...
+
+    async def claim(self, ops: Sequence[Merge]) -> list[Item | None]:
+        """Apply each versioned merge on its own terms, in one transaction: an item that is gone,
+        whose version moved, or that another transaction holds right now (``SKIP LOCKED``) is
+        skipped (None) instead of failing the batch. Workers claim leases with it."""
+        ...
+
+    def lock(self, name: str) -> AbstractAsyncContextManager[None]:
+        """Held by one process at a time among those sharing the store (e.g. start-up)."""
         ...
 
 

@@ -16,8 +16,14 @@ signatures masked and bodies truncated.
 
 Outbound fault rules (``faults``) are consulted once per attempt and performed here: the attempt
 log entry names the rule (``fault``, ``fault_kind``). Copies a fault enqueues (``duplicate``,
-``replay``) are ordinary deliveries marked ``copy_of``; faults are not consulted for them, so an
-unlimited ``duplicate`` rule cannot multiply its own copies without end.
+``replay``, ``burst``) are ordinary deliveries marked ``copy_of``; faults are not consulted for
+them, so an unlimited ``duplicate`` rule cannot multiply its own copies without end.
+
+Batches (``reorder``, ``parallel``): a delivery in an open batch is held (pending, with
+``held_by``, due again when the batch's wait is over); the delivery that fills the batch claims
+every member and sends them itself, one after another in the new order (``reorder``: each waits
+for the previous answer, so the receiver sees exactly that order) or all at once (``parallel``).
+A held delivery whose wait ends first closes the batch and releases what it has.
 """
 
 from __future__ import annotations
@@ -42,9 +48,9 @@ import httpx2
 import orjson
 
 from apitwin.clock import VirtualClock
-from apitwin.faults import BreakError, FaultPlan, Faults, break_body
+from apitwin.faults import BreakError, FaultPlan, Faults, break_body, ordered
 from apitwin.state.store import Item, Key, Merge, Put, Query, Store, StoreError
-from apitwin.webhooks.events import EventType
+from apitwin.webhooks.events import EventType, new_event_id
 from apitwin.webhooks.outbox import (
     ATTEMPT,
     DELIVERY,
@@ -86,8 +92,8 @@ _OPAQUE = re.compile(r"[A-Za-z0-9+/=_-]{16,}")
 # Far beyond every reference verifier's five-minute tolerance, so the receiver rejects it even
 # when its clock and the twin's (advanced) virtual clock are some minutes apart.
 SIGNATURE_SKEW: Final = 12 * DEFAULT_TOLERANCE
-# Kinds planned by faults.py that this dispatcher does not perform yet (sent unchanged).
-NOT_PERFORMED: Final = frozenset({"reorder", "burst"})
+BATCH_KINDS: Final = frozenset({"reorder", "parallel"})
+_ENVELOPE_IDS: Final = ("id", "event_id", "eventId")
 
 ClientFactory = Callable[[], httpx2.AsyncClient]
 
@@ -275,6 +281,7 @@ class Dispatcher:
         self._wake.set()  # a slot is free
 
     async def _scan(self) -> tuple[list[Item], float | None]:
+        await self.clock.sync()  # another replica may have advanced the shared clock
         now = self.clock.now()
         due: list[tuple[float, Item]] = []
         later: list[float] = []
@@ -307,12 +314,9 @@ class Dispatcher:
         now = self.clock.now()
         attempt = int(item.data.get("attempts", 0)) + 1
         patch = {"status": "delivering", "lease_until": now + self.lease, "attempts": attempt}
-        try:
-            [claimed] = await self.store.write(
-                [Merge(item.key, patch, expect=item.version, now=now)]
-            )
-        except StoreError:
-            return None  # another worker claimed it, or it is gone
+        # None when another worker (maybe another replica) claimed it, or it is gone; a row that
+        # worker holds right now is skipped, not waited for (SKIP LOCKED).
+        [claimed] = await self.store.claim([Merge(item.key, patch, expect=item.version, now=now)])
         return claimed
 
     # -- one attempt -----------------------------------------------------------------------
@@ -327,7 +331,9 @@ class Dispatcher:
             # The lease stays; the delivery is retried once it expires.
             log.exception("webhook delivery %s failed unexpectedly", claimed.key.id)
 
-    async def _attempt(self, claimed: Item) -> None:
+    async def _attempt(self, claimed: Item, given: FaultPlan | None = None) -> None:
+        """One attempt of a claimed delivery; ``given``: the fault already decided for it (a
+        batch's release, a burst, a race), so no rule is consulted."""
         data, conn = claimed.data, claimed.key.conn
         message = await self.store.get(Key(claimed.key.twin, conn, MESSAGE, data["message"]))
         if message is None:
@@ -341,12 +347,20 @@ class Dispatcher:
                 await self._drop(claimed, reason)
                 return
         url = endpoint.url if endpoint is not None else str(data.get("url") or "")
-        plan = await self._plan(claimed, message.data)
-        if plan is not None and await self._instead(claimed, plan):
-            return
+        plan = given
+        if given is None and data.get("held_by"):
+            if await self._release_held(claimed):
+                return
+            # Its batch is gone (filled meanwhile, or the rule cleared): an ordinary attempt.
+        elif given is None:
+            plan = await self._plan(claimed, message.data)
+            if plan is not None and await self._instead(claimed, plan, message.data):
+                return
         request = self._request(plan, claimed, endpoint, message.data)
         outcome = await self._outcome(plan, url, str(data.get("method") or "post"), request)
         extra = _carry(plan, outcome)
+        if data.get("held_by"):
+            extra["held_by"] = None
         await self._finish(claimed, url, request, outcome, extra)
         if plan is not None:
             await self._copies(claimed, plan, outcome)
@@ -390,10 +404,40 @@ class Dispatcher:
         if self.faults is None or data.get("copy_of"):
             return None
         endpoint_id = str(data.get("endpoint") or "")
-        return await self.faults.plan_outbound(claimed.key.conn, endpoint_id, message["event"])
+        return await self.faults.plan_outbound(
+            claimed.key.conn,
+            endpoint_id,
+            message["event"],
+            delivery_id=claimed.key.id,
+            record_id=self._record_id(message),
+        )
 
-    async def _instead(self, claimed: Item, plan: FaultPlan) -> bool:
-        """Performs the kinds that replace the attempt (drop, delay); True if one did."""
+    def _record_id(self, message: Mapping[str, Any]) -> str | None:
+        """The id of the record an event is about, where its payload says (for ``parallel``)."""
+        event = (self.events or {}).get(message["event"])
+        if event is None or event.record_path is None:
+            return None
+        try:
+            record = _at(orjson.loads(str(message["body"])), event.record_path)
+        except orjson.JSONDecodeError:
+            return None
+        value = record.get("id") if isinstance(record, dict) else None
+        return str(value) if isinstance(value, (str, int)) else None
+
+    async def _instead(
+        self, claimed: Item, plan: FaultPlan, message: Mapping[str, Any] | None = None
+    ) -> bool:
+        """Performs the kinds that replace the attempt (drop, delay, batches, burst); True if
+        one did."""
+        if plan.kind in BATCH_KINDS and plan.members:
+            if plan.full:
+                await self._release(claimed, plan)
+            else:
+                await self._hold(claimed, plan)
+            return True
+        if plan.kind == "burst" and message is not None:
+            await self._burst(claimed, plan, message)
+            return True
         if plan.kind == "drop":
             log.info("webhook delivery %s dropped by fault %s", claimed.key.id, plan.rule_id)
             await self._drop(claimed, "injected drop", _tag(plan))
@@ -418,6 +462,164 @@ class Dispatcher:
         with contextlib.suppress(StoreError):
             await self.store.write([Merge(claimed.key, patch, expect=claimed.version, now=now)])
         self.notify()
+
+    # -- batches (reorder, parallel) and bursts ---------------------------------------------
+
+    async def _hold(self, claimed: Item, plan: FaultPlan) -> None:
+        """Keeps a batch member back until the batch is full or its wait is over."""
+        now = self.clock.now()
+        held = {
+            "rule": plan.rule_id,
+            "kind": plan.kind,
+            "group": plan.group,
+            "params": plan.params,
+            "draw": plan.draw,
+            "seed": plan.seed,
+        }
+        patch = {
+            "status": "pending",
+            "attempts": int(claimed.data["attempts"]) - 1,  # the claim counted no attempt
+            "lease_until": None,
+            "next_attempt_at": now + float(plan.params.get("max_wait_seconds") or 0),
+            "held_by": held,
+            "last_fault": _tag(plan),
+        }
+        with contextlib.suppress(StoreError):
+            await self.store.write([Merge(claimed.key, patch, expect=claimed.version, now=now)])
+        log.info("webhook delivery %s held by fault %s", claimed.key.id, plan.rule_id)
+
+    async def _release_held(self, claimed: Item) -> bool:
+        """A held delivery is due: its batch waited long enough; release what it gathered."""
+        held = claimed.data["held_by"]
+        members = None
+        if self.faults is not None:
+            members = await self.faults.close_batch(claimed.key.conn, held["rule"], held["group"])
+        if not members:
+            return False
+        plan = FaultPlan(
+            held["rule"],
+            held["kind"],
+            dict(held["params"]),
+            int(held["draw"]),
+            str(held["seed"]),
+            held["group"],
+            members,
+        )
+        await self._release(claimed, plan)
+        return True
+
+    async def _release(self, claimed: Item, plan: FaultPlan) -> None:
+        """Sends a batch: ``reorder`` one after another in the new order, ``parallel`` at once."""
+        found: list[Item] = []
+        for delivery_id in plan.members:
+            member = claimed if delivery_id == claimed.key.id else None
+            if member is None:
+                member = await self._claim_held(claimed, delivery_id, plan.group)
+            if member is not None:
+                found.append(member)
+        # The order the events happened in (not the order concurrent workers joined the batch).
+        found.sort(key=lambda item: item.seq)
+        members = found
+        if plan.kind == "reorder":
+            by_id = {item.key.id: item for item in found}
+            order = str(plan.params.get("order") or "reversed")
+            members = [by_id[i] for i in ordered(list(by_id), order, plan.rng())]
+        log.info(
+            "webhook fault %s releases %d deliveries (%s)", plan.rule_id, len(members), plan.kind
+        )
+        if plan.kind == "reorder":
+            for member in members:
+                await self._attempt(member, plan)
+        else:
+            await asyncio.gather(*(self._attempt(member, plan) for member in members))
+
+    async def _claim_held(self, claimed: Item, delivery_id: str, group: str) -> Item | None:
+        """Claims a member of the batch; one that joined a moment ago may not be held yet (its
+        own worker is still writing that), so wait for it, briefly."""
+        key = Key(claimed.key.twin, claimed.key.conn, DELIVERY, delivery_id)
+        deadline = time.monotonic() + self.timeout
+        while time.monotonic() < deadline:
+            item = await self.store.get(key)
+            if item is None:
+                return None
+            status = item.data.get("status")
+            held = (item.data.get("held_by") or {}).get("group") == group
+            if status == "pending" and held:
+                return await self._claim(item)
+            if status != "delivering":
+                return None  # dropped, or already sent: nothing to release
+            await asyncio.sleep(0.01)
+        return None
+
+    async def _burst(self, claimed: Item, plan: FaultPlan, message: Mapping[str, Any]) -> None:
+        """``count`` events about the same record at once: the delivery and ``count - 1`` new
+        messages of the same event (each its own id), all sent together."""
+        now = self.clock.now()
+        data = claimed.data
+        rng = plan.rng()
+        ops: list[Put] = []
+        copies: list[Key] = []
+        for _ in range(int(plan.params["count"]) - 1):
+            msg_id = new_id("msg")
+            body = _fresh_envelope(str(message["body"]), rng)
+            copy_message = {**message, "id": msg_id, "body": body, "created": now}
+            copy = {
+                "id": new_id("dlv"),
+                **{name: data.get(name) for name in ("endpoint", "url", "method", "event")},
+                "message": msg_id,
+                # Claimed by this worker from the start: sent below, not by the next scan.
+                "status": "delivering",
+                "lease_until": now + self.lease,
+                "attempts": 1,
+                "cycle_start": 0,
+                "next_attempt_at": now,
+                "created": now,
+                "trigger": "fault",
+                "copy_of": claimed.key.id,
+                **_tag(plan),
+            }
+            key = Key(claimed.key.twin, claimed.key.conn, DELIVERY, copy["id"])
+            ops.append(Put(Key(key.twin, key.conn, MESSAGE, msg_id), copy_message, now=now))
+            ops.append(Put(key, copy, parent=msg_id, expect="absent", now=now))
+            copies.append(key)
+        results = await self.store.write(ops)
+        items = [item for item in results if item is not None and item.key in copies]
+        await asyncio.gather(self._attempt(claimed, plan), *(self._attempt(i, plan) for i in items))
+
+    # -- races -----------------------------------------------------------------------------
+
+    async def deliver_now(self, conn: str, delivery_ids: Sequence[str], plan: FaultPlan) -> None:
+        """Attempts these deliveries now and returns once each attempt has completed (the
+        ``webhook_before_response`` race: the API answer waits for its webhooks)."""
+        await asyncio.gather(*(self._deliver_now(conn, d, plan) for d in delivery_ids))
+
+    async def _deliver_now(self, conn: str, delivery_id: str, plan: FaultPlan) -> None:
+        key = Key(self.outbox.twin, conn, DELIVERY, delivery_id)
+        loop = asyncio.get_running_loop()
+        deadline = time.monotonic() + self.timeout + 5
+        while time.monotonic() < deadline:
+            running = self._inflight.get(delivery_id)
+            if running is not None and running.get_loop() is loop:
+                await asyncio.wait([running])  # the worker got there first: wait for it
+                continue
+            item = await self.store.get(key)
+            if item is None or int(item.data.get("attempts", 0)) > 0:
+                return  # attempted (or gone)
+            if item.data.get("status") == "pending":
+                claimed = await self._claim(item)
+                if claimed is not None:
+                    task = asyncio.create_task(self._attempt_logged(claimed, plan))
+                    self._inflight[delivery_id] = task
+                    task.add_done_callback(functools.partial(self._done, delivery_id))
+                    await asyncio.wait([task])
+                    return
+            await asyncio.sleep(0.01)
+
+    async def _attempt_logged(self, claimed: Item, plan: FaultPlan) -> None:
+        try:
+            await self._attempt(claimed, plan)
+        except Exception:
+            log.exception("webhook delivery %s failed unexpectedly", claimed.key.id)
 
     def _request(
         self,
@@ -457,11 +659,14 @@ class Dispatcher:
                 return Request(body, headers, _tag(plan))
         elif plan.kind == "delay":
             note = "not performed: this rule already delayed this delivery once"
-        elif plan.kind in NOT_PERFORMED:
-            note = f"not performed: the dispatcher does not implement {plan.kind!r} yet"
+        elif plan.kind in BATCH_KINDS and not plan.members:
+            note = "not performed: no record id known in this event's payload"
         if note is not None:
             log.info("webhook fault %s (%s): %s", plan.rule_id, plan.kind, note)
-        return Request(body, self._headers(endpoint, message, body), _tag(plan, note))
+        tag = _tag(plan, note)
+        if plan.members:
+            tag["fault_group"] = plan.group
+        return Request(body, self._headers(endpoint, message, body), tag)
 
     def _schema_break(
         self, message: Mapping[str, Any], body: bytes, mode: str
@@ -804,6 +1009,21 @@ def _injected_failure(plan: FaultPlan) -> Outcome:
         return Outcome(False, None, "timeout", f"timeout injected by fault {plan.rule_id}")
     status = int(plan.params["status"])
     return Outcome(False, status, "status", f"HTTP {status} injected by fault {plan.rule_id}")
+
+
+def _fresh_envelope(body: str, rng: random.Random) -> str:
+    """The payload with a new event id: another event about the same record, not a copy."""
+    try:
+        payload = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return body
+    if not isinstance(payload, dict):
+        return body
+    for name in _ENVELOPE_IDS:
+        value = payload.get(name)
+        if isinstance(value, str) and value.startswith("evt_"):
+            payload[name] = new_event_id(rng)
+    return orjson.dumps(payload).decode()
 
 
 def _malformed(body: bytes) -> bytes:

@@ -21,17 +21,20 @@ caused them, so an event exists if and only if its change committed.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fnmatch
 import logging
 import random
 import secrets
 import string
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextvars import ContextVar
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Final, Literal, Protocol
 
 import orjson
 
+from apitwin.changes import Change, ChangeFeed
 from apitwin.clock import VirtualClock
 from apitwin.errors import ApitwinError, NotFoundError
 from apitwin.generation import Generator
@@ -72,6 +75,7 @@ ATTEMPT: Final = "attempt"
 CONNECTIONS: Final = "webhook-connection"
 _PAGE: Final = 500
 _ID_CHARS: Final = string.ascii_letters + string.digits
+_COLLECTED: ContextVar[list[str] | None] = ContextVar("apitwin_enqueued", default=None)
 
 
 class WebhookInputError(ApitwinError):
@@ -92,6 +96,17 @@ class QueueFullError(ApitwinError):
 class PayloadTooLargeError(ApitwinError):
     kind = "payload_too_large"
     status = 413
+
+
+@contextlib.contextmanager
+def collecting() -> Iterator[list[str]]:
+    """The ids of the deliveries this task enqueues meanwhile (a race fault waits for them)."""
+    found: list[str] = []
+    token = _COLLECTED.set(found)
+    try:
+        yield found
+    finally:
+        _COLLECTED.reset(token)
 
 
 def new_id(prefix: str) -> str:
@@ -202,6 +217,8 @@ class Outbox:
         self._endpoints: dict[str, dict[str, Endpoint]] = {}
         self._registered: set[str] = set()
         self._listeners: list[Callable[[], None]] = []
+        # Told of deliveries created or restarted, and of attempt outcomes (for watchers).
+        self.changes = ChangeFeed()
 
     def scope(self, conn: str, kind: str) -> Scope:
         return Scope(self.twin, conn, kind)
@@ -220,6 +237,13 @@ class Outbox:
         # Runs after the caller's task yields, i.e. once its write is queued: with SQLite's
         # single writer thread the dispatcher's next read then sees the committed rows.
         asyncio.get_running_loop().call_soon(self.notify)
+
+    def _publish_soon(self, conn: str, ops: Sequence[Op]) -> None:
+        # Later, like _notify_soon: the caller writes the deliveries.
+        loop = asyncio.get_running_loop()
+        for op in ops:
+            if isinstance(op, Put) and op.key.kind == DELIVERY:
+                loop.call_soon(self.changes.publish, Change("delivery", conn, op.key.id))
 
     # -- endpoints -------------------------------------------------------------------------
 
@@ -328,6 +352,7 @@ class Outbox:
                     raise
                 continue
             self._endpoints.setdefault(conn, {})[endpoint_id] = changed
+            self.changes.publish(Change("delivery", conn))
             return changed
         return None
 
@@ -347,7 +372,8 @@ class Outbox:
 
     async def _cached(self, conn: str, *, refresh: bool = False) -> dict[str, Endpoint]:
         found = self._endpoints.get(conn)
-        if found is None or refresh:
+        # A shared store: another replica may have changed them, so never trust the cache.
+        if found is None or refresh or self.store.shared:
             items = await self.store.query(
                 Query(self.scope(conn, ENDPOINT), limit=MAX_ENDPOINTS_PER_CONNECTION * 2)
             )
@@ -399,12 +425,16 @@ class Outbox:
         for target in targets:
             data = _delivery(msg_id, event_name, target, url, method, now)
             key = self.scope(conn, DELIVERY).key(data["id"])
+            collected = _COLLECTED.get()
+            if collected is not None:
+                collected.append(data["id"])
             ops.append(Put(key, data, parent=msg_id, expect="absent", now=now))
         if url is not None and conn not in self._registered:
             ops.append(Put(Key(self.twin, "", CONNECTIONS, conn), {"connection": conn}, now=now))
             self._registered.add(conn)
         if len(ops) > 1:
             self._notify_soon()
+            self._publish_soon(conn, ops)
         return ops, msg_id
 
     async def emit(
@@ -508,6 +538,7 @@ class Outbox:
         except StoreError:
             raise DeliveryConflictError(f"delivery {delivery_id!r} changed; try again") from None
         self.notify()
+        self.changes.publish(Change("delivery", conn, delivery_id))
         assert changed is not None
         return _row(changed)
 
@@ -680,6 +711,7 @@ __all__ = [
     "PayloadTooLargeError",
     "QueueFullError",
     "WebhookInputError",
+    "collecting",
     "new_id",
     "overdue",
 ]

@@ -1,0 +1,197 @@
+"""Console and log output of a running server.
+
+One line per request to a twin on the ``apitwin.requests`` logger (connection, operation, status,
+latency, fault), as text for people or one JSON object per line for machines; and the progress of
+loading a big spec. Headers and bodies are never logged, so neither are credentials.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from datetime import UTC, datetime
+from typing import Any, TextIO
+
+import orjson
+
+from apitwin.spec.loader import Phase
+
+REQUEST_LOGGER = "apitwin.requests"
+_HANDLER = "apitwin-console"
+
+request_log = logging.getLogger(REQUEST_LOGGER)
+log = logging.getLogger("apitwin")
+
+# Control characters in a path must not be able to forge log lines.
+_CONTROLS = {c: f"\\x{c:02x}" for c in [*range(32), 127]}
+_MAX_PATH = 200
+
+
+def log_request(
+    twin: str,
+    *,
+    connection: str,
+    operation: str | None,
+    method: str,
+    path: str,
+    status: int,
+    latency_ms: float,
+    fault: str | None = None,
+    fault_kind: str | None = None,
+) -> None:
+    """Log one answered request; callers check ``request_log.isEnabledFor(INFO)`` first."""
+    shown = path.translate(_CONTROLS)
+    if len(shown) > _MAX_PATH:
+        shown = shown[: _MAX_PATH - 3] + "..."
+    tag = f"  [fault {fault} {fault_kind}]" if fault else ""
+    fields = {
+        "twin": twin,
+        "connection": connection,
+        "operation": operation,
+        "method": method,
+        "path": shown,
+        "status": status,
+        "latency_ms": round(latency_ms, 2),
+        "fault": fault,
+        "fault_kind": fault_kind,
+    }
+    request_log.info(
+        "%s  %s  %s %s → %d  %.1f ms%s",
+        connection or "-",
+        operation or "-",
+        method,
+        shown,
+        status,
+        latency_ms,
+        tag,
+        extra={"fields": fields},
+    )
+
+
+class TextFormatter(logging.Formatter):
+    """`12:01:02 acme-qa  submitExpert  POST /projects → 201  3.1 ms`; other loggers name theirs."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        stamp = time.strftime("%H:%M:%S", time.localtime(record.created))
+        message = record.getMessage()
+        if record.name == REQUEST_LOGGER:
+            line = f"{stamp} {message}"
+        else:
+            line = f"{stamp} {record.levelname.lower():<7} {record.name}: {message}"
+        if record.exc_info:
+            line += "\n" + self.formatException(record.exc_info)
+        return line
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message and the record's fields."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        fields = getattr(record, "fields", None)
+        if isinstance(fields, dict):
+            entry.update(fields)
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return orjson.dumps(entry, default=str).decode()
+
+
+def setup_logging(
+    log_format: str = "text", level: str = "info", stream: TextIO | None = None
+) -> str:
+    """Send apitwin's logs (and uvicorn's, which propagate) to stderr in ``log_format``.
+
+    Returns the level uvicorn should use: its own info lines repeat the banner, so they show
+    only with debug.
+    """
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())
+    handler.set_name(_HANDLER)
+    root = logging.getLogger()
+    for installed in [h for h in root.handlers if h.get_name() == _HANDLER]:
+        root.removeHandler(installed)  # set up again: replace ours, leave any others
+    root.addHandler(handler)
+    # Other libraries (the MCP SDK, ...) stay at warning unless debugging.
+    root.setLevel(logging.INFO if level == "debug" else logging.WARNING)
+    log.setLevel(level.upper())
+    return "info" if level == "debug" else "warning"
+
+
+class LoadProgress:
+    """Loading progress on the console: phases as they happen when loading is slow on a TTY.
+
+    Nothing is shown for the first ``delay`` seconds, so a quick start prints only the summary
+    line; a slow one on a terminal shows each phase with its count and time.
+    """
+
+    LABELS = {
+        "reading": ("reading", "bytes"),
+        "parsing": ("parsing", "document(s)"),
+        "resolving refs": ("resolving refs", "$ref(s)"),
+        "building operations": ("building operations", "operation(s)"),
+        "inferring resources": ("inferring resources", "resource(s)"),
+    }
+
+    def __init__(
+        self, stream: TextIO | None = None, *, tty: bool | None = None, delay: float = 1.0
+    ) -> None:
+        self.stream = stream or sys.stderr
+        self.tty = self.stream.isatty() if tty is None else tty
+        self.delay = delay
+        self.started = time.perf_counter()
+        self.phase_started = self.started
+        self.shown = False
+        self.pending: list[str] = []
+        self.operations = 0
+        self.resources = 0
+        self.twins = 0
+
+    def __call__(self, phase: Phase) -> None:
+        now = time.perf_counter()
+        label, unit = self.LABELS.get(phase.name, (phase.name, ""))
+        if not phase.done:
+            self.phase_started = now
+            if self.shown:
+                # A slow phase shows what is under way; its line is completed when it ends.
+                print(f"  {label}...", end="", file=self.stream, flush=True)
+            return
+        if phase.name == "building operations":
+            self.operations += phase.count or 0
+        elif phase.name == "inferring resources":
+            self.resources += phase.count or 0
+            self.twins += 1
+        if not self.tty:
+            return
+        count = _size(phase.count) if unit == "bytes" else f"{phase.count or 0:,} {unit}"
+        self.pending.append(f"  {label:<20} {count:<18} {now - self.phase_started:6.2f} s")
+        if self.shown or now - self.started >= self.delay:
+            lead = "\r" if self.shown else ""
+            self.shown = True
+            print(lead + "\n".join(self.pending), file=self.stream, flush=True)
+            self.pending.clear()
+
+    @property
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.started
+
+    def summary(self) -> str:
+        twins = f"{self.twins} twin{'s' if self.twins != 1 else ''}"
+        return (
+            f"ready in {self.elapsed:.1f} s  ({twins}, {self.operations:,} operations, "
+            f"{self.resources:,} resources)"
+        )
+
+
+def _size(count: int | None) -> str:
+    size = float(count or 0)
+    for unit in ("B", "KB", "MB"):
+        if size < 1024 or unit == "MB":
+            return f"{size:.1f} {unit}" if unit != "B" else f"{int(size)} B"
+        size /= 1024
+    return f"{size:.1f} MB"
