@@ -61,6 +61,8 @@ TRANSPORT_KINDS: Final = frozenset(
         "chunk_garbage",
     }
 )
+# Inbound kinds that let the call succeed (its events and callbacks are still sent).
+RACE_KINDS: Final = frozenset({"webhook_before_response", "concurrent_update"})
 _CAS_RETRIES: Final = 8
 _RULE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")

@@ -221,6 +221,7 @@ _CODE_WORDS = {
     429: ("rate_limited", "too_many_requests", "rate_limit_exceeded"),
     500: ("internal", "internal_error", "server_error"),
     503: ("unavailable", "service_unavailable"),
+    507: ("insufficient_storage", "storage_full"),
 }
 
 

@@ -18,6 +18,7 @@ from apitwin.faults import (
     Faults,
     break_body,
     latency_ms,
+    ordered,
     status_fault,
 )
 from apitwin.state.sqlite import SQLiteStore
@@ -77,6 +78,15 @@ async def fired(faults: Faults, times: int, conn: str = "acme", op: str = "submi
         ({"kind": "fail", "params": {"status": 500, "timeout": True}}, "params.status", "either"),
         ({"kind": "bad_signature", "params": {"mode": "nope"}}, "params.mode", "stale_timestamp"),
         ({"kind": "reorder", "params": {"order": "random"}}, "params.order", "shuffled"),
+        ({"kind": "reorder", "params": {"batch": 1}}, "params.batch", "integer from 2"),
+        ({"kind": "burst"}, "params.count", "required"),
+        ({"kind": "parallel", "params": {"count": 500}}, "params.count", "100"),
+        (
+            {"kind": "concurrent_update", "params": {"changes": ["title"]}},
+            "params.changes",
+            "object",
+        ),
+        ({"kind": "webhook_before_response", "event_type": "x"}, "event_type", "inbound"),
         (
             {"kind": "status", "params": {"status": 503, "headers": {"Content-Length": "9"}}},
             "params.headers",
@@ -382,3 +392,93 @@ def test_extra_fields_on_an_open_schema_adds_a_field_a_tolerant_reader_accepts()
     broken = break_body({"a": 1}, schema, "extra_fields")
     assert broken["a"] == 1 and len(broken) == 2
     assert failing_keywords(schema, broken) == set()
+
+
+# -- races and batches ----------------------------------------------------------------------------
+
+
+async def test_race_kinds_apply_to_the_writes_they_can_race(faults: Faults) -> None:
+    await faults.add("acme", {"kind": "concurrent_update"})
+    assert await faults.plan_inbound("acme", "submitExpert", "POST", "/experts") is None
+    assert await faults.plan_inbound("acme", "listExperts", "GET", "/experts") is None
+    plan = await faults.plan_inbound("acme", "updateExpert", "PATCH", "/experts/{id}")
+    assert plan is not None and plan.kind == "concurrent_update"
+    assert status_fault(plan) is None  # performed by the state stage, not answered instead
+    await faults.clear("acme")
+    await faults.add("acme", {"kind": "webhook_before_response"})
+    assert await faults.plan_inbound("acme", "listExperts", "GET", "/experts") is None
+    plan = await faults.plan_inbound("acme", "submitExpert", "POST", "/experts")
+    assert plan is not None and plan.kind == "webhook_before_response"
+
+
+async def join(faults: Faults, delivery: str, endpoint: str = "ep_1") -> FaultPlan | None:
+    return await faults.plan_outbound(
+        "acme", endpoint, "expert.created", delivery_id=delivery, record_id="exp_1"
+    )
+
+
+async def test_one_use_of_a_reorder_rule_holds_one_batch(faults: Faults) -> None:
+    rule = await faults.add("acme", {"kind": "reorder", "params": {"batch": 3}, "next": 1})
+    plans = [await join(faults, d) for d in ("d1", "d2", "d3", "d4")]
+    first, second, third, fourth = plans
+    assert first is not None and second is not None and third is not None
+    assert [p.members for p in (first, second, third)] == [
+        ("d1",),
+        ("d1", "d2"),
+        ("d1", "d2", "d3"),
+    ]
+    assert [p.full for p in (first, second, third)] == [False, False, True]
+    assert {p.group for p in (first, second, third)} == {f"{rule.id}.1"}
+    assert fourth is None  # the rule is spent and its batch released
+    [stored] = await faults.list("acme")
+    assert (stored.hits, stored.remaining, stored.batches) == (1, 0, {})
+
+
+async def test_a_batch_is_per_endpoint_and_a_parallel_batch_per_record(faults: Faults) -> None:
+    await faults.add("acme", {"kind": "reorder", "next": 1})
+    assert await join(faults, "d1", "ep_1") is not None
+    assert await join(faults, "d2", "ep_2") is None  # another endpoint: not in ep_1's batch
+    await faults.clear("acme")
+    await faults.add("acme", {"kind": "parallel", "params": {"count": 2}})
+    a1 = await faults.plan_outbound("acme", "ep_1", "e", delivery_id="a1", record_id="A")
+    b1 = await faults.plan_outbound("acme", "ep_1", "e", delivery_id="b1", record_id="B")
+    a2 = await faults.plan_outbound("acme", "ep_1", "e", delivery_id="a2", record_id="A")
+    assert a1 is not None and b1 is not None and a2 is not None
+    assert (a2.members, a2.full, a2.group) == (("a1", "a2"), True, a1.group)
+    assert b1.members == ("b1",) and b1.group != a1.group
+
+
+async def test_closing_a_batch_early_returns_its_members_once(faults: Faults) -> None:
+    rule = await faults.add("acme", {"kind": "reorder", "params": {"batch": 5}, "next": 1})
+    await join(faults, "d1")
+    plan = await join(faults, "d2")
+    assert plan is not None
+    assert await faults.close_batch("acme", rule.id, plan.group) == ("d1", "d2")
+    assert await faults.close_batch("acme", rule.id, plan.group) is None
+    assert await join(faults, "d3") is None
+
+
+async def test_replicas_sharing_a_store_fill_one_batch(
+    store: SQLiteStore, clock: VirtualClock
+) -> None:
+    first, second = Faults(store, "experts", clock), Faults(store, "experts", clock)
+    await first.add("acme", {"kind": "reorder", "params": {"batch": 6}, "next": 1})
+    calls = [
+        replica.plan_outbound("acme", "ep_1", "e", delivery_id=f"{name}{n}")
+        for name, replica in (("a", first), ("b", second))
+        for n in range(3)
+    ]
+    plans = [plan for plan in await asyncio.gather(*calls) if plan is not None]
+    assert len(plans) == 6 and len({plan.group for plan in plans}) == 1
+    [full] = [plan for plan in plans if plan.full]
+    assert sorted(full.members) == ["a0", "a1", "a2", "b0", "b1", "b2"]
+
+
+def test_release_order_is_reversed_or_a_seeded_shuffle_that_moves_something() -> None:
+    members = ["a", "b", "c", "d"]
+    assert ordered(members, "reversed", random.Random(1)) == ["d", "c", "b", "a"]
+    for seed in range(50):
+        shuffled = ordered(members, "shuffled", random.Random(seed))
+        assert sorted(shuffled) == members and shuffled != members
+        assert ordered(members, "shuffled", random.Random(seed)) == shuffled
+    assert ordered(["a", "b"], "shuffled", random.Random(0)) == ["b", "a"]

@@ -213,6 +213,7 @@ class ControlService:
     ) -> dict[str, Any]:
         handle = self.handle(connection_id)
         found = self._resource(handle, resource)
+        _check_filters(found, filters or {})
         page = await handle.twin.records.page(
             handle.connection.client_id,
             found,
@@ -488,12 +489,19 @@ class ControlService:
         self, connection_id: str, *, limit: int = 20, cursor: str | None = None, **filters: Any
     ) -> dict[str, Any]:
         handle = self.handle(connection_id)
-        page = await handle.twin.journal.query(
-            handle.connection.client_id,
-            limit=max(1, min(limit, MAX_LIMIT)),
-            cursor=cursor,
-            **_journal_filters(filters),
-        )
+        try:
+            page = await handle.twin.journal.query(
+                handle.connection.client_id,
+                limit=max(1, min(limit, MAX_LIMIT)),
+                cursor=cursor,
+                **_journal_filters(filters),
+            )
+        except ValueError:
+            raise InvalidInputError(
+                f"cursor {cursor!r} is not one this journal issued; pass the next_cursor of "
+                "the previous page, or none for the newest entries",
+                field="cursor",
+            ) from None
         return {"requests": [entry.as_dict() for entry in page.entries], "next_cursor": page.cursor}
 
     async def get_request(self, connection_id: str, request_id: str) -> dict[str, Any]:
@@ -558,6 +566,19 @@ def _journal_filters(filters: Mapping[str, Any]) -> dict[str, Any]:
             f"unknown filter(s) {sorted(unknown)}; use {_JOURNAL_FILTERS}", field="filters"
         )
     return {k: v for k, v in filters.items() if v is not None}
+
+
+def _check_filters(resource: Resource, filters: Mapping[str, Any]) -> None:
+    """A filter on a field records do not have would silently match nothing."""
+    root = resource.schema.json if resource.schema is not None else None
+    known = set(properties(root, root)) if root else set()
+    unknown = sorted(set(filters) - known)
+    if known and unknown:
+        raise InvalidInputError(
+            f"{resource.name} have no field {', '.join(map(repr, unknown))}; filter on one of: "
+            + ", ".join(sorted(known)),
+            field="filters",
+        )
 
 
 def describe_resource(resource: Resource) -> dict[str, Any]:

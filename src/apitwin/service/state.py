@@ -88,7 +88,8 @@ async def _dispatch(
         refused = _precondition(twin, exchange, op, resource, item)
         if refused is not None:
             return refused
-        expect = item.version if exchange.request.headers.get("if-match") else None
+        given = exchange.request.headers.get("if-match")
+        expect = item.version if given and _honours_if_match(twin, op, resource) else None
     try:
         if role == "read":
             pass
@@ -149,6 +150,10 @@ def _etag_header(twin: TwinService, resource: Resource, item: Item) -> list[tupl
     return [("etag", etag(item))] if versioned(twin, resource) else []
 
 
+def _honours_if_match(twin: TwinService, op: Operation, resource: Resource) -> bool:
+    return versioned(twin, resource) or any(s in op.responses for s in ("409", "412"))
+
+
 def _precondition_status(op: Operation) -> int:
     """412, unless the operation declares 409 and not 412 (then its own conflict answer)."""
     declared = op.responses
@@ -163,9 +168,8 @@ def _precondition(
     """A failed If-Match (RFC 9110 13.1.1: strong comparison; ``*`` matches any record), or a
     ``concurrent_update`` fault without one, where the write can answer a conflict."""
     given = exchange.request.headers.get("if-match")
-    honoured = versioned(twin, resource) or any(s in op.responses for s in ("409", "412"))
     plan = exchange.fault
-    if given is not None and honoured:
+    if given is not None and _honours_if_match(twin, op, resource):
         tags = {tag.strip() for tag in given.split(",")}
         if "*" in tags or etag(item) in tags:
             return None

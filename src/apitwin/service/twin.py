@@ -19,8 +19,9 @@ import orjson
 
 from apitwin.clock import VirtualClock
 from apitwin.config import Rule, TwinConfig, twin_for_spec
-from apitwin.errors import ApitwinError, ConfigError
+from apitwin.errors import ApitwinError, ConfigError, StorageFullError
 from apitwin.faults import (
+    RACE_KINDS,
     TRANSPORT_KINDS,
     BreakError,
     FaultPlan,
@@ -180,21 +181,32 @@ class TwinService:
 
     async def handle(self, request: InboundRequest) -> MockResponse:
         exchange = Exchange(request, time.perf_counter())
-        try:
-            exchange.response = await self._run(exchange)
-        except GenerationError as exc:
-            op = exchange.match.operation if exchange.match else None
-            where = f" for {op.key}" if op else ""
-            exchange.response = problem(500, f"the spec's schema{where} cannot be satisfied: {exc}")
-        await self.after_request(exchange)
+        with collecting() as enqueued:
+            try:
+                exchange.response = await self._run(exchange)
+            except GenerationError as exc:
+                op = exchange.match.operation if exchange.match else None
+                where = f" for {op.key}" if op else ""
+                detail = f"the spec's schema{where} cannot be satisfied: {exc}"
+                exchange.response = problem(500, detail)
+            except StorageFullError as exc:
+                # Not the partner's behaviour: the twin's own storage is full.
+                exchange.response = problem(507, exc.message)
+            await self.after_request(exchange)
         plan = exchange.fault
+        if plan is not None and plan.kind == "webhook_before_response":
+            await self._webhook_first(exchange, plan, enqueued)
         connection = exchange.connection or self._named_connection(request)
-        await self.journal.record(
-            exchange,
-            plan.rule_id if plan else None,
-            fault_kind=plan.kind if plan else None,
-            connection=connection,
-        )
+        try:
+            await self.journal.record(
+                exchange,
+                plan.rule_id if plan else None,
+                fault_kind=plan.kind if plan else None,
+                connection=connection,
+            )
+        except StorageFullError as exc:
+            # Reads keep working on a full disk; only their journal entry is lost.
+            log.warning("request not journalled: %s", exc.message)
         if request_log.isEnabledFor(logging.INFO):
             self._log_request(exchange, connection)
         for observer in self.observers:
@@ -226,9 +238,13 @@ class TwinService:
         match = exchange.match
         if response is None or match is None or match.operation is None or not exchange.identity:
             return
-        if exchange.fault is not None or not 200 <= response.status < 300:
+        if exchange.fault is not None and exchange.fault.kind not in RACE_KINDS:
+            return
+        if not 200 <= response.status < 300:
             return
         op = match.operation
+        if not op.callbacks and not any(r.after == op.operation_id for r in self.config.rules):
+            return  # the usual case: nothing to enqueue, so no need to parse the response body
         conn = exchange.identity.connection
         context = self._callback_context(exchange, response)
         for callback in op.callbacks:
@@ -319,8 +335,6 @@ class TwinService:
         injected = status_fault(plan) if plan is not None else None
         if injected is not None:
             return self.injected(op, injected)
-        if plan is not None and plan.kind == "webhook_before_response":
-            return await self._webhook_first(exchange, op, plan)
         if self.state_stage is not None:
             exchange.state = await self.state_stage(self, exchange)
         response = self.respond(op, request, exchange.state)
@@ -329,19 +343,15 @@ class TwinService:
         return response
 
     async def _webhook_first(
-        self, exchange: Exchange, op: Operation, plan: FaultPlan
-    ) -> MockResponse:
+        self, exchange: Exchange, plan: FaultPlan, enqueued: list[str]
+    ) -> None:
         """The race of a webhook overtaking the API answer that caused it: the answer is held
-        until every delivery the write enqueued has had its first attempt."""
-        assert exchange.identity is not None
-        with collecting() as enqueued:
-            if self.state_stage is not None:
-                exchange.state = await self.state_stage(self, exchange)
+        until every delivery the call enqueued for now (events and callbacks) was attempted."""
+        if exchange.identity is None or exchange.response is None:
+            return
         await self.dispatcher.deliver_now(exchange.identity.connection, enqueued, plan)
-        response = self.respond(op, exchange.request, exchange.state)
         if not enqueued:
-            response.note = "webhook_before_response: this call sent no webhook"
-        return response
+            exchange.response.note = "webhook_before_response: this call sent no webhook"
 
     # -- stages ----------------------------------------------------------------------------
 

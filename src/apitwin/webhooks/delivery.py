@@ -48,6 +48,7 @@ import httpx2
 import orjson
 
 from apitwin.clock import VirtualClock
+from apitwin.errors import StorageFullError
 from apitwin.faults import BreakError, FaultPlan, Faults, break_body, ordered
 from apitwin.state.store import Item, Key, Merge, Put, Query, Store, StoreError
 from apitwin.webhooks.events import EventType, new_event_id
@@ -248,6 +249,8 @@ class Dispatcher:
             try:
                 if room > 0:
                     _, next_due = await self._dispatch(room)
+            except StorageFullError as exc:
+                log.warning("webhook dispatch paused: %s", exc.message)  # no traceback each poll
             except Exception:
                 log.exception("webhook dispatch failed; retrying")
             wait = self.poll_interval
@@ -527,11 +530,13 @@ class Dispatcher:
         log.info(
             "webhook fault %s releases %d deliveries (%s)", plan.rule_id, len(members), plan.kind
         )
+        # Each member on its own: one failing unexpectedly keeps its lease (and is retried
+        # once that expires) without holding back the others.
         if plan.kind == "reorder":
             for member in members:
-                await self._attempt(member, plan)
+                await self._attempt_logged(member, plan)
         else:
-            await asyncio.gather(*(self._attempt(member, plan) for member in members))
+            await asyncio.gather(*(self._attempt_logged(member, plan) for member in members))
 
     async def _claim_held(self, claimed: Item, delivery_id: str, group: str) -> Item | None:
         """Claims a member of the batch; one that joined a moment ago may not be held yet (its
@@ -584,7 +589,8 @@ class Dispatcher:
             copies.append(key)
         results = await self.store.write(ops)
         items = [item for item in results if item is not None and item.key in copies]
-        await asyncio.gather(self._attempt(claimed, plan), *(self._attempt(i, plan) for i in items))
+        sends = [self._attempt_logged(item, plan) for item in (claimed, *items)]
+        await asyncio.gather(*sends)
 
     # -- races -----------------------------------------------------------------------------
 
@@ -605,6 +611,8 @@ class Dispatcher:
             item = await self.store.get(key)
             if item is None or int(item.data.get("attempts", 0)) > 0:
                 return  # attempted (or gone)
+            if float(item.data.get("next_attempt_at") or 0) > self.clock.now():
+                return  # sent later on purpose (a rule's delay): not part of the race
             if item.data.get("status") == "pending":
                 claimed = await self._claim(item)
                 if claimed is not None:
