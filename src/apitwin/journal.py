@@ -23,6 +23,7 @@ import asyncio
 import base64
 import binascii
 import difflib
+import functools
 import random
 import re
 import time
@@ -72,10 +73,16 @@ class Redaction:
     query: frozenset[str] = frozenset()
 
     def header(self, name: str) -> bool:
-        return name in self.headers or SENSITIVE.search(name) is not None
+        return name in self.headers or _sensitive_name(name)
 
     def parameter(self, name: str) -> bool:
-        return name in self.query or SENSITIVE.search(name) is not None
+        return name in self.query or _sensitive_name(name)
+
+
+@functools.lru_cache(maxsize=4096)
+def _sensitive_name(name: str) -> bool:
+    # Cached: the same few header names come with every request.
+    return SENSITIVE.search(name) is not None
 
 
 def redaction_for(schemes: Iterable[SecurityScheme]) -> Redaction:
@@ -395,6 +402,8 @@ class _Secrets:
         self.values.update(v for v in values if len(v) >= _MIN_SCRUB)
 
     def scrub(self, text: str) -> str:
+        if not self.values:
+            return text
         for value in sorted(self.values, key=len, reverse=True):
             if value in text:
                 text = text.replace(value, mask(value))

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import signal
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, Literal, Protocol
@@ -25,21 +26,26 @@ from mcp.server.mcpserver.exceptions import ToolError
 from mcp.server.session import ServerSession
 from mcp.server.subscriptions import (
     InMemorySubscriptionBus,
+    ListenHandler,
     ResourcesListChanged,
     ResourceUpdated,
     ServerEvent,
 )
+from mcp.shared.exceptions import MCPError
 from mcp.types import (
+    INTERNAL_ERROR,
     EmptyResult,
     ListResourcesResult,
     PaginatedRequestParams,
     Resource,
     SubscribeRequestParams,
+    SubscriptionsListenRequestParams,
     ToolAnnotations,
     UnsubscribeRequestParams,
 )
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from pydantic import Field
+from sse_starlette.sse import AppStatus
 
 from apitwin import __version__
 from apitwin.changes import Change, Listener
@@ -53,10 +59,19 @@ MODERN = MODERN_PROTOCOL_VERSIONS
 INSTRUCTIONS = (
     "apitwin runs working twins of partner platforms. Call connect(client_id) first; every other "
     "tool takes the connection_id it returns. describe_api(connection_id) lists the resources, "
-    "their fields and events. Records you create or change emit the platform's webhooks."
+    "their fields and events. Records you create or change emit the platform's webhooks. "
+    "list_requests shows what the system under test sent; the resources "
+    "apitwin://connections/<connection_id>/requests and /deliveries change as it does."
 )
 
 ConnectionId = Annotated[str, Field(description="Handle returned by connect()")]
+RecordId = Annotated[str, Field(description="The record's id, e.g. from list_records")]
+Changes = Annotated[
+    dict[str, Any], Field(description='Fields to change, e.g. {"status": "closed"}; null removes')
+]
+EndpointId = Annotated[str, Field(description="An endpoint id from list_endpoints")]
+DeliveryId = Annotated[str, Field(description="A delivery id from list_deliveries")]
+RequestId = Annotated[str, Field(description="A journal entry id from list_requests")]
 Cursor = Annotated[str | None, Field(description="next_cursor of the previous page")]
 StatusFilter = Annotated[
     str | None,
@@ -168,7 +183,10 @@ class Control(Protocol):
     def subscribe(self, listener: Listener) -> Callable[[], None]: ...
 
 
-READ = ToolAnnotations(read_only_hint=True, open_world_hint=False)
+# Every hint set: clients assume the worst of an unset one.
+READ = ToolAnnotations(
+    read_only_hint=True, destructive_hint=False, idempotent_hint=True, open_world_hint=False
+)
 ADD = ToolAnnotations(
     read_only_hint=False, destructive_hint=False, idempotent_hint=False, open_world_hint=False
 )
@@ -188,11 +206,17 @@ class Router:
         self.local = local
         self.remote: dict[str, Control] = {}
 
+    def remote_url(self, server_url: str | None) -> str | None:
+        """The other server ``server_url`` names; None for the one this server drives."""
+        url = (server_url or "").rstrip("/")
+        here = str(getattr(self.local, "origin", "")).rstrip("/")
+        return url if url and url != here else None
+
     def for_server(self, server_url: str | None) -> Control:
-        if server_url:
+        url = self.remote_url(server_url)
+        if url:
             from apitwin.remote import RemoteControl
 
-            url = server_url.rstrip("/")
             if url not in self.remote:
                 self.remote[url] = RemoteControl(url)
             return self.remote[url]
@@ -224,14 +248,23 @@ def build_server(local: Control | None) -> MCPServer:
     router = Router(local)
 
     def remote_id(view: dict[str, Any], server_url: str | None) -> dict[str, Any]:
-        if server_url:
-            view = {**view, "connection_id": f"{view['connection_id']}@{server_url.rstrip('/')}"}
+        url = router.remote_url(server_url)
+        if url:
+            view = {**view, "connection_id": f"{view['connection_id']}@{url}"}
         return view
 
     @mcp.tool(annotations=CHANGE)
     async def connect(
         client_id: Annotated[str, Field(description="Client id of the integration environment")],
-        server_url: Annotated[str | None, Field(description="Another apitwin server")] = None,
+        server_url: Annotated[
+            str | None,
+            Field(
+                description=(
+                    "The apitwin server, e.g. http://127.0.0.1:8000 (default: the one this MCP "
+                    "server drives)"
+                )
+            ),
+        ] = None,
         twin: Annotated[
             str | None, Field(description="Twin name when a server runs several")
         ] = None,
@@ -294,7 +327,7 @@ def build_server(local: Control | None) -> MCPServer:
 
     @mcp.tool(annotations=READ)
     async def get_record(
-        connection_id: ConnectionId, resource: ResourceName, record_id: str
+        connection_id: ConnectionId, resource: ResourceName, record_id: RecordId
     ) -> dict[str, Any]:
         """Read one record."""
         control, handle = router.split(connection_id)
@@ -313,7 +346,7 @@ def build_server(local: Control | None) -> MCPServer:
 
     @mcp.tool(annotations=CHANGE)
     async def update_record(
-        connection_id: ConnectionId, resource: ResourceName, record_id: str, changes: dict[str, Any]
+        connection_id: ConnectionId, resource: ResourceName, record_id: RecordId, changes: Changes
     ) -> dict[str, Any]:
         """Change fields of a record (JSON merge patch; null removes a field)."""
         control, handle = router.split(connection_id)
@@ -321,7 +354,7 @@ def build_server(local: Control | None) -> MCPServer:
 
     @mcp.tool(annotations=REMOVE)
     async def delete_record(
-        connection_id: ConnectionId, resource: ResourceName, record_id: str
+        connection_id: ConnectionId, resource: ResourceName, record_id: RecordId
     ) -> dict[str, Any]:
         """Delete a record."""
         control, handle = router.split(connection_id)
@@ -412,7 +445,7 @@ def build_server(local: Control | None) -> MCPServer:
     @mcp.tool(annotations=ADD)
     async def rotate_secret(
         connection_id: ConnectionId,
-        endpoint_id: str,
+        endpoint_id: EndpointId,
         grace_seconds: Annotated[
             float, Field(ge=0, description="Old secret still signs this long")
         ] = 86400,
@@ -422,13 +455,15 @@ def build_server(local: Control | None) -> MCPServer:
         return await _call(control.rotate_secret(handle, endpoint_id, grace_seconds))
 
     @mcp.tool(annotations=REMOVE)
-    async def remove_endpoint(connection_id: ConnectionId, endpoint_id: str) -> dict[str, Any]:
+    async def remove_endpoint(
+        connection_id: ConnectionId, endpoint_id: EndpointId
+    ) -> dict[str, Any]:
         """Stop sending webhooks to an endpoint; its pending deliveries are dropped."""
         control, handle = router.split(connection_id)
         return await _call(control.remove_endpoint(handle, endpoint_id))
 
     @mcp.tool(annotations=READ)
-    async def get_delivery(connection_id: ConnectionId, delivery_id: str) -> dict[str, Any]:
+    async def get_delivery(connection_id: ConnectionId, delivery_id: DeliveryId) -> dict[str, Any]:
         """One delivery with every attempt: headers (secrets masked), status, response, timing."""
         control, handle = router.split(connection_id)
         return await _call(control.get_delivery(handle, delivery_id))
@@ -530,7 +565,7 @@ def build_server(local: Control | None) -> MCPServer:
         )
 
     @mcp.tool(annotations=READ)
-    async def get_request(connection_id: ConnectionId, request_id: str) -> dict[str, Any]:
+    async def get_request(connection_id: ConnectionId, request_id: RequestId) -> dict[str, Any]:
         """One journal entry in full."""
         control, handle = router.split(connection_id)
         return await _call(control.get_request(handle, request_id))
@@ -614,6 +649,7 @@ def build_server(local: Control | None) -> MCPServer:
 FEED_SIZE = 20  # entries in a connection's requests or deliveries resource
 LISTED = 10  # newest requests and deliveries per connection in resources/list
 MAX_LEGACY_SESSIONS = 64
+SEND_TIMEOUT = 5.0  # seconds a session may take to accept a notification
 
 
 def feed_uri(connection_id: str, kind: str) -> str:
@@ -675,6 +711,8 @@ class Notifier:
     def __init__(self, control: Control | None) -> None:
         self.control = control
         self.bus = _CountingBus(self._watch)
+        self.listen = ListenHandler(self.bus)
+        self._exit_watch: asyncio.Task[None] | None = None
         self.sessions: OrderedDict[str, ServerSession] = OrderedDict()
         self.subscribed: dict[str, set[str]] = {}  # URI -> keys of legacy sessions
         self._stop: Callable[[], None] | None = None
@@ -683,14 +721,14 @@ class Notifier:
         self._flush: asyncio.Task[None] | None = None
 
     def install(self, mcp: MCPServer) -> None:
-        # The handshake era's resources/subscribe and listChanged flag need the low-level server:
-        # MCPServer only wires the 2026-07-28 way (subscriptions/listen).
+        # MCPServer wires only the 2026-07-28 way (subscriptions/listen, with a handler we
+        # cannot close): the rest needs the low-level server.
         low = mcp._lowlevel_server
-        low.add_request_handler("resources/list", PaginatedRequestParams, self._list(mcp))
-        low.add_request_handler("resources/subscribe", SubscribeRequestParams, self._subscribe)
-        low.add_request_handler(
-            "resources/unsubscribe", UnsubscribeRequestParams, self._unsubscribe
-        )
+        add = low.add_request_handler
+        add("subscriptions/listen", SubscriptionsListenRequestParams, self.listen)
+        add("resources/list", PaginatedRequestParams, self._list(mcp))
+        add("resources/subscribe", SubscribeRequestParams, self._subscribe)
+        add("resources/unsubscribe", UnsubscribeRequestParams, self._unsubscribe)
         options = low.create_initialization_options
 
         def initialization_options(*args: Any, **kwargs: Any) -> Any:
@@ -703,12 +741,24 @@ class Notifier:
     # -- who listens -----------------------------------------------------------------------
 
     def _watch(self) -> None:
+        if self.bus.count > 0 and self._exit_watch is None:
+            self._exit_watch = asyncio.get_running_loop().create_task(self._end_on_exit())
+        elif self.bus.count == 0 and self._exit_watch is not None:
+            self._exit_watch.cancel()
+            self._exit_watch = None
         wanted = self.bus.count > 0 or bool(self.sessions)
         if wanted and self._stop is None and self.control is not None:
             self._stop = self.control.subscribe(self._changed)
         elif not wanted and self._stop is not None:
             self._stop()
             self._stop = None
+
+    async def _end_on_exit(self) -> None:
+        # uvicorn waits for open responses to finish before the app shuts down, and a listen
+        # stream ends only when told: end them once the server is asked to exit.
+        while not _server_exiting():
+            await asyncio.sleep(0.5)
+        self.listen.close()
 
     def _remember(self, ctx: ServerRequestContext[Any, Any]) -> str | None:
         """The legacy session's key (None on 2026-07-28, where there are no sessions)."""
@@ -738,7 +788,10 @@ class Notifier:
             self._remember(ctx)
             listed = await mcp.list_resources()
             if self.control is not None:
-                listed += await _connection_resources(self.control)
+                try:
+                    listed += await _connection_resources(self.control)
+                except ApitwinError as exc:  # over stdio: the server is unreachable
+                    raise MCPError(INTERNAL_ERROR, exc.message) from None
             return ListResourcesResult(resources=listed)
 
         return handler
@@ -782,15 +835,24 @@ class Notifier:
             await self.bus.publish(ResourceUpdated(uri))
         for key, session in list(self.sessions.items()):
             try:
-                if listed:
-                    await session.send_resource_list_changed()
-                for uri in uris:
-                    if key in self.subscribed.get(uri, ()):
-                        await session.send_resource_updated(uri)
-            except Exception:  # the session is gone: stop telling it
+                async with asyncio.timeout(SEND_TIMEOUT):
+                    if listed:
+                        await session.send_resource_list_changed()
+                    for uri in uris:
+                        if key in self.subscribed.get(uri, ()):
+                            await session.send_resource_updated(uri)
+            except Exception:  # the session is gone, or stopped reading: stop telling it
                 log.debug("dropping MCP session %s", key, exc_info=True)
                 self._forget(key)
                 self._watch()
+
+
+def _server_exiting() -> bool:
+    """Whether uvicorn was asked to stop, the way sse-starlette finds out for its streams: its
+    flag, or the uvicorn server behind the signal handler (installed before MCP loaded)."""
+    handler = signal.getsignal(signal.SIGTERM)
+    server = getattr(handler, "__self__", None)
+    return AppStatus.should_exit or bool(getattr(server, "should_exit", False))
 
 
 async def _connection_resources(control: Control) -> list[Resource]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -13,6 +12,7 @@ import httpx2
 
 from apitwin.changes import Change, ChangeFeed, ChangeKind, Listener
 from apitwin.errors import ApitwinError, ConfigError, InvalidInputError, NotFoundError
+from apitwin.service.actions import Action, ActionInput
 
 log = logging.getLogger(__name__)
 
@@ -29,8 +29,10 @@ _ERRORS: dict[int, type[ApitwinError]] = {
 class RemoteControl:
     def __init__(self, server_url: str, token: str | None = None, timeout: float = 30.0) -> None:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
-        self.base = server_url.rstrip("/") + "/_apitwin/api"
+        self.origin = server_url.rstrip("/")
+        self.base = self.origin + "/_apitwin/api"
         self.client = httpx2.AsyncClient(headers=headers, timeout=timeout)
+        self.headers, self.timeout = headers, timeout
         self.poll_interval = POLL_INTERVAL
         self._changes = ChangeFeed()
         self._poller: asyncio.Task[None] | None = None
@@ -211,6 +213,22 @@ class RemoteControl:
     async def list_actions(self, connection_id: str) -> dict[str, Any]:
         return dict(await self._request("GET", f"{_conn(connection_id)}/actions"))
 
+    def all_actions(self) -> list[Action]:
+        """Every twin's workflow actions, for tools named after them (asked once, at start;
+        none when the server cannot be reached then)."""
+        found: dict[str, Action] = {}
+        try:
+            with httpx2.Client(headers=self.headers, timeout=self.timeout) as client:
+                connections = client.get(self.base + "/connections").raise_for_status().json()
+                first = {c["twin"]: c["connection_id"] for c in connections["connections"][::-1]}
+                for handle in first.values():
+                    listed = client.get(f"{self.base}{_conn(handle)}/actions").raise_for_status()
+                    for view in listed.json()["actions"]:
+                        found.setdefault(view["name"], _action(view))
+        except (httpx2.HTTPError, ValueError, KeyError, TypeError) as exc:
+            log.warning("no workflow action tools: cannot list them at %s: %s", self.base, exc)
+        return list(found.values())
+
     async def list_faults(self, connection_id: str) -> dict[str, Any]:
         return dict(await self._request("GET", f"{_conn(connection_id)}/faults"))
 
@@ -260,8 +278,8 @@ class RemoteControl:
         while True:
             try:
                 now = await self._snapshot()
-            except ApitwinError as exc:
-                log.debug("change poll failed: %s", exc.message)
+            except (ApitwinError, httpx2.HTTPError, ValueError, KeyError, TypeError) as exc:
+                log.debug("change poll failed: %s", exc)  # unreachable for now: look again
             else:
                 if seen is not None:
                     for key, fingerprint in now.items():
@@ -283,13 +301,19 @@ class RemoteControl:
                 found[("delivery", handle, delivery["id"])] = delivery.get("updated")
         return found
 
-    async def aclose(self) -> None:
-        if self._poller is not None:
-            self._poller.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._poller
-            self._poller = None
-        await self.client.aclose()
+
+def _action(view: dict[str, Any]) -> Action:
+    inputs = tuple(
+        ActionInput(
+            name,
+            spec.get("type", "string"),
+            bool(spec.get("required")),
+            spec.get("description", ""),
+            tuple(spec.get("enum") or ()),
+        )
+        for name, spec in view.get("inputs", {}).items()
+    )
+    return Action(view["name"], view.get("description", ""), inputs)
 
 
 def _params(**values: Any) -> dict[str, Any]:

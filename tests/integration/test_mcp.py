@@ -2,17 +2,30 @@
 
 from __future__ import annotations
 
+import json
+import signal
+import socket
+import subprocess
 import sys
-from collections.abc import Iterator
+import warnings
+from collections.abc import Callable, Iterator
 from typing import Any
 
+import anyio
 import httpx2 as httpx
 import pytest
 from mcp import Client, StdioServerParameters
+from mcp.client.subscriptions import ResourcesListChanged, ResourceUpdated, Subscription
+from mcp.types import ResourceListChangedNotification, ResourceUpdatedNotification
 
-from conftest import EXAMPLE, PROJECT, Running, serve_twin
+from mcp_clients import CURRENT, VARIANT_IDS, VARIANTS, data, mcp_client
+
+from conftest import EXAMPLE, PROJECT, Receiver, Running, serve, serve_twin
 
 pytestmark = pytest.mark.anyio
+
+ROUNDS = 20  # requests made at most while waiting for a notification
+WAIT = 20.0  # seconds; bounds every wait for another process
 
 
 @pytest.fixture
@@ -21,10 +34,11 @@ def twin() -> Iterator[Running]:
         yield running
 
 
-def data(result: Any) -> dict[str, Any]:
-    assert not result.is_error, result.content
-    assert isinstance(result.structured_content, dict)
-    return result.structured_content
+@pytest.fixture
+def receiver() -> Iterator[tuple[Receiver, str]]:
+    app = Receiver()
+    with serve(app) as url:
+        yield app, url + "/hooks"
 
 
 @pytest.mark.parametrize("mode", ["auto", "legacy"])
@@ -179,3 +193,122 @@ def twin_app_for_token() -> Any:
     from conftest import twin_app
 
     return twin_app(EXAMPLE)
+
+
+class Heard:
+    """Change notifications a client got, as "list_changed" and "updated <uri>"."""
+
+    def __init__(self) -> None:
+        self.seen: list[str] = []
+
+    async def handler(self, message: Any) -> None:
+        """The client session's message handler (the previous revision's notifications)."""
+        if isinstance(message, ResourceListChangedNotification):
+            self.seen.append("list_changed")
+        elif isinstance(message, ResourceUpdatedNotification):
+            self.seen.append(f"updated {message.params.uri}")
+
+    async def drain(self, subscription: Subscription) -> None:
+        """A subscriptions/listen stream's events (the current revision)."""
+        async for event in subscription:
+            if isinstance(event, ResourcesListChanged):
+                self.seen.append("list_changed")
+            elif isinstance(event, ResourceUpdated):
+                self.seen.append(f"updated {event.uri}")
+
+    async def until(self, expected: set[str], act: Callable[[], Any]) -> None:
+        """Act (in a thread) until every expected notification came, in bounded rounds: over
+        stdio the server is watched by polling, which may begin after the first act."""
+        for _ in range(ROUNDS):
+            await anyio.to_thread.run_sync(act)
+            with anyio.move_on_after(2):
+                while not expected <= set(self.seen):
+                    await anyio.sleep(0.02)
+            if expected <= set(self.seen):
+                return
+        raise AssertionError(f"not notified of {expected - set(self.seen)}; got {self.seen}")
+
+
+@pytest.mark.parametrize(("transport", "mode", "revision"), VARIANTS, ids=VARIANT_IDS)
+async def test_listening_clients_hear_of_new_requests_and_deliveries(
+    twin: Running, receiver: tuple[Receiver, str], transport: str, mode: str, revision: str
+) -> None:
+    _, hook_url = receiver
+    heard = Heard()
+    async with mcp_client(
+        twin.origin, transport, mode, revision, message_handler=heard.handler
+    ) as client:
+        connected = data(
+            await client.call_tool(
+                "connect", {"client_id": f"listen-{transport}-{mode}", "webhook_url": hook_url}
+            )
+        )
+        handle = connected["connection_id"]
+        requests_uri = f"apitwin://connections/{handle}/requests"
+        deliveries_uri = f"apitwin://connections/{handle}/deliveries"
+        auth = {"Authorization": f"Bearer {connected['api_key']}"}
+
+        def sut_creates_a_project() -> None:  # a request, and the project.created it emits
+            answer = httpx.post(f"{connected['base_url']}/projects", json=PROJECT, headers=auth)
+            assert answer.status_code == 201, answer.text
+
+        expected = {"list_changed", f"updated {requests_uri}", f"updated {deliveries_uri}"}
+        if revision == CURRENT:
+            listen = client.listen(
+                resources_list_changed=True, resource_subscriptions=[requests_uri, deliveries_uri]
+            )
+            async with listen as subscription, anyio.create_task_group() as tasks:
+                tasks.start_soon(heard.drain, subscription)
+                await heard.until(expected, sut_creates_a_project)
+                tasks.cancel_scope.cancel()
+        else:
+            await client.list_resources()  # a session that lists resources hears list changes
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # removed in the current revision, not this one
+                await client.subscribe_resource(requests_uri)
+                await client.subscribe_resource(deliveries_uri)
+            await heard.until(expected, sut_creates_a_project)
+
+        # what the notifications announced is there to read
+        listed = {str(r.uri): r for r in (await client.list_resources()).resources}
+        assert requests_uri in listed
+        newest = await client.read_resource(requests_uri)
+        entries = json.loads(newest.contents[0].text)
+        assert entries[0]["operation"] == "createProject"
+        assert entries[0]["status"] == 201
+        assert f"{requests_uri}/{entries[0]['id']}" in listed
+        feed = await client.read_resource(deliveries_uri)
+        assert "project.created" in feed.contents[0].text
+
+
+async def test_a_listening_client_does_not_keep_the_server_from_stopping() -> None:
+    """uvicorn waits for open responses before it stops; a listen stream must end at Ctrl+C."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "apitwin", "demo", "--db", ":memory:", "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        encoding="utf-8",
+    )
+    try:
+        assert process.stderr is not None
+        for line in process.stderr:  # ends at the banner, or when the process does
+            if "press Ctrl+C" in line:
+                break
+        async with (
+            Client(f"http://127.0.0.1:{port}/mcp") as client,
+            client.listen(resources_list_changed=True) as subscription,
+        ):
+            process.send_signal(signal.SIGINT)
+            with anyio.fail_after(WAIT):
+                async for _ in subscription:  # ends when the server closes the stream
+                    pass
+            stopped = await anyio.to_thread.run_sync(process.wait, WAIT)  # raises if it hangs
+            assert stopped in (0, 128 + signal.SIGINT, -signal.SIGINT)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(WAIT)
