@@ -47,6 +47,7 @@ from typing import Any, Final
 import httpx2
 import orjson
 
+from apitwin.changes import Change
 from apitwin.clock import VirtualClock
 from apitwin.errors import StorageFullError
 from apitwin.faults import BreakError, FaultPlan, Faults, break_body, ordered
@@ -330,6 +331,9 @@ class Dispatcher:
             return
         try:
             await self._attempt(claimed)
+        except StorageFullError as exc:
+            # The lease stays; the delivery is retried once it expires.
+            log.warning("webhook delivery %s not recorded: %s", claimed.key.id, exc.message)
         except Exception:
             # The lease stays; the delivery is retried once it expires.
             log.exception("webhook delivery %s failed unexpectedly", claimed.key.id)
@@ -844,6 +848,7 @@ class Dispatcher:
         except StoreError:
             # The lease expired and another worker took over: keep the log, not the state.
             await self.store.write([put])
+        self.outbox.changes.publish(Change("delivery", claimed.key.conn, claimed.key.id))
 
     def _next_state(
         self, delivery_id: str, n: int, in_cycle: int, outcome: Outcome, limit: int
