@@ -11,6 +11,7 @@ import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import NoReturn
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -35,9 +36,8 @@ def server_url() -> str:
 
 
 def _with_database(url: str, name: str) -> str:
-    from psycopg.conninfo import conninfo_to_dict, make_conninfo
-
-    return make_conninfo(**{**conninfo_to_dict(url), "dbname": name})
+    """``url`` (a postgresql:// URL) naming the database ``name`` instead."""
+    return urlsplit(url)._replace(path=f"/{name}").geturl()
 
 
 @contextmanager

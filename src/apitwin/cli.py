@@ -83,7 +83,9 @@ def _server_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", help="address to bind (default 127.0.0.1)")
     parser.add_argument("--port", type=int, help="port to bind (default 8000)")
     parser.add_argument(
-        "--db", help="SQLite file for state (default apitwin.db; ':memory:' keeps nothing)"
+        "--db",
+        help="SQLite file for state (default apitwin.db; ':memory:' keeps nothing), or a "
+        "postgresql:// URL shared by several replicas",
     )
     parser.add_argument("--seed", type=int, help="seed for generated data (default 0)")
     parser.add_argument(
@@ -179,6 +181,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
             port=base.port,
             db=base.db,
             admin_token=base.admin_token,
+            limits=base.limits,
         )
     settings = Settings(
         twins=base.twins,
@@ -187,6 +190,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
         db=args.db or (base.db if base.source and args.command != "demo" else "apitwin.db"),
         admin_token=args.admin_token or os.environ.get(TOKEN_ENV) or base.admin_token,
         source=base.source,
+        limits=base.limits,
     )
     check_exposure(settings)
     return settings
@@ -224,8 +228,12 @@ def cmd_check(args: argparse.Namespace) -> int:
     from apitwin.report import describe_spec
 
     if args.config:
-        for twin in load_config(args.config).twins:
-            spec = load_spec(twin.spec, spec_root=twin.spec_root)
+        from apitwin.spec.refs import SpecLimits
+
+        settings = load_config(args.config)
+        spec_limits = SpecLimits(max_bytes=settings.limits.spec_bytes)
+        for twin in settings.twins:
+            spec = load_spec(twin.spec, spec_root=twin.spec_root, limits=spec_limits)
             print(f"== twin {twin.name!r} ({twin.spec.name})")
             try:
                 print(describe_spec(spec, twin.resources, twin.operations))
@@ -264,6 +272,7 @@ def cmd_serve(settings: Settings, *, log_format: str = "text", log_level: str = 
     from apitwin.logs import LoadProgress, setup_logging
     from apitwin.server.app import create_app
     from apitwin.server.banner import banner, banner_fields
+    from apitwin.server.transport import uvicorn_http_options
 
     server_level = setup_logging(log_format, log_level)
     loading = LoadProgress(tty=False if log_format == "json" else None)
@@ -293,6 +302,7 @@ def cmd_serve(settings: Settings, *, log_format: str = "text", log_level: str = 
         log_config=None,
         access_log=False,
         lifespan="on",
+        **uvicorn_http_options(settings.limits.request_header_bytes),
     )
     Server(config).run()
     return 0

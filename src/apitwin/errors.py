@@ -4,7 +4,8 @@ ApitwinError
 ├── SpecError          a spec that cannot be served (carries every Problem found)
 ├── ConfigError        a bad apitwin.yaml, CLI option or environment value
 ├── InvalidInputError  a caller's input that cannot be used (bad cursor, unknown field, ...)
-└── NotFoundError      a control-plane lookup that found nothing (connection, record, ...)
+├── NotFoundError      a control-plane lookup that found nothing (connection, record, ...)
+└── StorageFullError   the storage refused a write for want of room (disk full, size limit)
 
 Each error has a machine-readable ``kind``, an HTTP ``status`` for the surfaces that speak HTTP,
 and optionally the ``field`` it is about. Surfaces render them in exactly one place each.
@@ -65,3 +66,11 @@ class InvalidInputError(ApitwinError):
 class NotFoundError(ApitwinError):
     kind = "not_found"
     status = 404
+
+
+class StorageFullError(ApitwinError):
+    """The storage could not write (disk full, a file size limit): nothing of the change was
+    applied, and reads still work. 507 Insufficient Storage on the surfaces that speak HTTP."""
+
+    kind = "storage_full"
+    status = 507

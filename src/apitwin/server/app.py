@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 from typing import Any
+from urllib.parse import urlsplit
 
 import orjson
 
-from apitwin.config import Settings
+from apitwin.config import Limits, Settings
 from apitwin.errors import ConfigError
 from apitwin.server.admin_api import AdminApi, openapi_document
-from apitwin.server.mock import MockApp, Receive, Scope, Send
+from apitwin.server.mock import BodyTooLarge, MockApp, Receive, Scope, Send, read_body
 from apitwin.service.control import ControlService
 from apitwin.service.twin import TwinService
 from apitwin.spec.loader import Phase, Progress, load_spec
+from apitwin.spec.refs import SpecLimits
 from apitwin.state.store import Store
 
 CONTROL_PREFIX = "/_apitwin"
@@ -45,6 +48,9 @@ class McpRunner:
         self.app = server.streamable_http_app(streamable_http_path=MCP_PATH, host=self.host)
         async with server.session_manager.run():
             self.ready.set()
+            # The spec model and MCP's schemas live as long as the server: keep them out of the
+            # collector's full passes, which otherwise stall every request for ~100 ms now and then.
+            gc.freeze()
             await self.stopping.wait()
 
     async def stop(self) -> None:
@@ -75,19 +81,28 @@ class App:
         admin_token: str | None = None,
         origin: str | None = None,
         host: str = "127.0.0.1",
+        limits: Limits | None = None,
     ) -> None:
         check_prefixes(twins)
         self.twins = twins
         self.store = store
+        self.limits = limits or Limits()
+        for twin in twins:
+            apply_limits(twin, self.limits)
         if store.shared:
             for twin in twins:
                 twin.clock.share(store, twin.name)
         self.started = False
-        self.mock = MockApp(twins)
+        self.mock = MockApp(twins, max_body=self.limits.request_body_bytes)
         self.control_prefix = control_prefix
         self.control = ControlService(twins, origin or "http://127.0.0.1:8000")
         self._origin_known = origin is not None
-        self.admin = AdminApi(self.control, admin_token, control_prefix + "/api")
+        self.admin = AdminApi(
+            self.control,
+            admin_token,
+            control_prefix + "/api",
+            max_body=self.limits.request_body_bytes,
+        )
         self.mcp = McpRunner(self.control, host)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -96,6 +111,10 @@ class App:
             await self._lifespan(receive, send)
             return
         if kind != "http":
+            return
+        if _declared_length(scope) > self.limits.request_body_bytes:
+            # Refused before a byte of it is read, whichever surface it was meant for.
+            await self._too_large(send)
             return
         if self.store.shared:
             await self._sync()
@@ -118,16 +137,38 @@ class App:
                     },
                 )
                 return
+            if scope["method"] == "POST":
+                # JSON-RPC messages are small: read them here, so the body limit holds for MCP.
+                try:
+                    body = await read_body(receive, self.limits.request_body_bytes)
+                except BodyTooLarge:
+                    await self._too_large(send)
+                    return
+                receive = _replay(body, receive)
             await self.mcp(scope, receive, send)
             return
         await self.mock(scope, receive, send)
 
+    async def _too_large(self, send: Send) -> None:
+        detail = f"the request body exceeds the {self.limits.request_body_bytes}-byte limit"
+        await _json(
+            send,
+            413,
+            {
+                "type": "urn:apitwin:payload_too_large",
+                "title": "payload too large",
+                "status": 413,
+                "detail": detail,
+            },
+        )
+
     async def _sync(self) -> None:
         """Replicas on one database: catch up with the clock and the connections another
-        replica changed, before serving (two small reads per twin)."""
-        for twin in self.twins:
-            await twin.clock.sync()
-            await twin.connections.refresh()
+        replica changed, before serving (two small reads per twin, side by side)."""
+        await asyncio.gather(
+            *(twin.clock.sync() for twin in self.twins),
+            *(twin.connections.refresh() for twin in self.twins),
+        )
 
     def _learn_origin(self, scope: Scope) -> None:
         """Base URLs handed to agents use the address this server really listens on."""
@@ -242,6 +283,19 @@ def check_prefixes(twins: list[TwinService]) -> None:
         names.add(twin.name)
 
 
+def db_label(db: str) -> str:
+    """``db`` as banners and logs may show it: a database URL without its password."""
+    if "://" not in db:
+        return db
+    parts = urlsplit(db)
+    if parts.password is None:
+        return db
+    host = parts.hostname or ""
+    host = f"[{host}]" if ":" in host else host
+    netloc = f"{parts.username or ''}:***@{host}" + (f":{parts.port}" if parts.port else "")
+    return parts._replace(netloc=netloc).geturl()
+
+
 def open_store(db: str) -> Store:
     if db.startswith(("postgres://", "postgresql://")):
         try:
@@ -258,12 +312,46 @@ def open_store(db: str) -> Store:
     return SQLiteStore(db)
 
 
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """A receive that hands over an already read body once, then waits as ``receive`` does."""
+    sent = False
+
+    async def replay() -> dict[str, Any]:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        message: dict[str, Any] = await receive()
+        return message
+
+    return replay
+
+
+def apply_limits(twin: TwinService, limits: Limits) -> None:
+    """The server's limits on one twin's journal, webhook queue and connections."""
+    twin.journal.ring_size = limits.journal_entries
+    twin.journal.prune_every = max(1, min(100, limits.journal_entries // 10))
+    twin.journal.body_limit = limits.journal_body_bytes
+    twin.outbox.max_pending = limits.pending_deliveries
+    twin.connections.max_connections = limits.connections
+
+
+def _declared_length(scope: Scope) -> int:
+    for key, value in scope["headers"]:
+        if key == b"content-length":
+            return int(value) if value.isdigit() else 0
+    return 0
+
+
 def build_twins(
     settings: Settings, store: Store, progress: Progress | None = None
 ) -> list[TwinService]:
     twins = []
+    spec_limits = SpecLimits(max_bytes=settings.limits.spec_bytes)
     for config in settings.twins:
-        spec = load_spec(config.spec, spec_root=config.spec_root, progress=progress)
+        spec = load_spec(
+            config.spec, spec_root=config.spec_root, progress=progress, limits=spec_limits
+        )
         if progress is not None:
             progress(Phase("inferring resources"))
         twin = TwinService(spec, store, config)
@@ -281,4 +369,5 @@ def create_app(settings: Settings, progress: Progress | None = None) -> App:
         store,
         admin_token=settings.admin_token,
         host=settings.host,
+        limits=settings.limits,
     )

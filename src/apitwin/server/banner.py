@@ -6,13 +6,13 @@ from typing import Any
 
 from apitwin import __version__
 from apitwin.config import Settings
-from apitwin.server.app import App
+from apitwin.server.app import App, db_label
 
 
 def banner(app: App, settings: Settings) -> str:
     host = settings.host if settings.host not in ("0.0.0.0", "::") else "127.0.0.1"
     origin = f"http://{host}:{settings.port}"
-    lines = [f"apitwin {__version__}  ·  state: {settings.db}"]
+    lines = [f"apitwin {__version__}  ·  state: {db_label(settings.db)}"]
     for twin in app.twins:
         spec = twin.spec
         lines.append("")
@@ -36,9 +36,8 @@ def banner(app: App, settings: Settings) -> str:
                 lines.append(f"  try        curl {auth}{origin}{twin.base_path}{first.path}")
     lines.append("")
     lines.append(f"MCP          {origin}/mcp")
-    auth = (
-        f" --header 'Authorization: Bearer {settings.admin_token}'" if settings.admin_token else ""
-    )
+    # The token itself stays out of the log (logs get collected); the user knows it.
+    auth = ' --header "Authorization: Bearer $APITWIN_ADMIN_TOKEN"' if settings.admin_token else ""
     lines.append(f"  claude mcp add --transport http apitwin {origin}/mcp{auth}")
     lines.append(f"admin API    {origin}/_apitwin/api  (OpenAPI: {origin}/_apitwin/openapi.json)")
     lines.append("")
@@ -52,7 +51,7 @@ def banner_fields(app: App, settings: Settings) -> dict[str, Any]:
     origin = f"http://{host}:{settings.port}"
     return {
         "version": __version__,
-        "state": settings.db,
+        "state": db_label(settings.db),
         "twins": [
             {
                 "name": twin.name,

@@ -18,10 +18,15 @@ from apitwin.tenants import (
 )
 
 TOKEN_LIFETIME = 3600
-MAX_CONNECTIONS = 1000
+MAX_CONNECTIONS = 1000  # default of server.limits.connections
 MAX_TOKENS = 10_000
 # Bumped (its version) with every change to a connection, so replicas sharing the store notice.
 CHANGED_KIND = "connections-changed"
+
+
+class TooManyConnectionsError(ConfigError):
+    kind = "limit_exceeded"
+    status = 429
 
 
 class Connections:
@@ -29,6 +34,7 @@ class Connections:
         self.twin = twin
         self.store = store
         self.clock = clock
+        self.max_connections = MAX_CONNECTIONS
         self.index = CredentialIndex()
         self.created_now: set[str] = set()  # created by this process: secrets may be shown once
         self._scope = Scope(twin, "", CONNECTION_KIND)
@@ -48,7 +54,8 @@ class Connections:
         if generation == self._seen and not tokens:
             return False
         index = CredentialIndex()
-        for found in await self.store.query(Query(self._scope, limit=MAX_CONNECTIONS)):
+        stored = Query(self._scope, limit=max(self.max_connections, MAX_CONNECTIONS))
+        for found in await self.store.query(stored):
             index.add(Connection.from_data(found.data))
         query = Query(Scope(self.twin, "", TOKEN_KIND), limit=MAX_TOKENS)
         for found in await self.store.query(query):
@@ -58,7 +65,9 @@ class Connections:
 
     async def load(self, configured: tuple[ConnectionConfig, ...]) -> None:
         """Read stored connections, then make sure the default and configured ones exist."""
-        for item in await self.store.query(Query(self._scope, limit=MAX_CONNECTIONS)):
+        # Stored ones are all read, even beyond a limit lowered since they were made.
+        stored = Query(self._scope, limit=max(self.max_connections, MAX_CONNECTIONS))
+        for item in await self.store.query(stored):
             self.index.add(Connection.from_data(item.data))
         if self.store.shared:
             changed = await self.store.get(self._changed)
@@ -94,8 +103,12 @@ class Connections:
         return sorted(self.index.connections.values(), key=lambda c: c.created)
 
     async def create(self, client_id: str, **given: Any) -> Connection:
-        if len(self.index.connections) >= MAX_CONNECTIONS:
-            raise ConfigError(f"this twin already has the maximum of {MAX_CONNECTIONS} connections")
+        if len(self.index.connections) >= self.max_connections:
+            raise TooManyConnectionsError(
+                f"twin {self.twin!r} already has the maximum of {self.max_connections} "
+                "connections; server.limits.connections in apitwin.yaml raises it",
+                field="client_id",
+            )
         try:
             connection = Connection.create(client_id, created=self.clock.now(), **given)
         except ValueError as exc:

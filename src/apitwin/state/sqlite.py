@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 
 import orjson
 
+from apitwin.errors import StorageFullError
 from apitwin.state.store import (
     Clear,
     Delete,
@@ -177,9 +178,17 @@ class SQLiteStore:
                     (self._seq,),
                 )
             db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
+        except BaseException as exc:
+            # SQLite rolls back by itself on some errors (a full disk among them); a second
+            # ROLLBACK would fail and hide the error that matters.
+            if db.in_transaction:
+                db.execute("ROLLBACK")
             self._seq = seq_before
+            if isinstance(exc, sqlite3.Error) and _no_room(exc):
+                raise StorageFullError(
+                    f"the database {self.path} cannot be written ({exc}): the disk is full or a "
+                    "file size limit was reached; nothing of this change was applied"
+                ) from exc
             raise
         return results
 
@@ -272,6 +281,17 @@ class SQLiteStore:
             clauses.append(f"kind NOT IN ({','.join('?' * len(op.keep))})")
             args.extend(op.keep)
         self.db.execute(f"DELETE FROM items WHERE {' AND '.join(clauses)}", args)
+
+
+# Failures that mean "no room to write": ENOSPC is SQLITE_FULL; EFBIG (a file size limit)
+# surfaces as a failed write.
+_NO_ROOM = frozenset(
+    {"SQLITE_FULL", "SQLITE_IOERR_WRITE", "SQLITE_IOERR_FSYNC", "SQLITE_IOERR_TRUNCATE"}
+)
+
+
+def _no_room(exc: sqlite3.Error) -> bool:
+    return getattr(exc, "sqlite_errorname", "") in _NO_ROOM
 
 
 def _sql_value(value: Any) -> Any:

@@ -8,7 +8,8 @@ name). Nothing resolves the name a second time, so DNS rebinding cannot swap in 
 between check and connect.
 
 Link-local (which holds the cloud metadata services), multicast, broadcast, unspecified and the
-known metadata addresses are refused even when a listed network covers them.
+known metadata addresses are refused even when a listed network covers them, and so are IPv6
+addresses that embed one of them for a translator (IPv4-mapped, NAT64, 6to4, Teredo).
 """
 
 from __future__ import annotations
@@ -103,8 +104,9 @@ class AllowList:
 
     def allows(self, address: str | IPAddress) -> bool:
         ip = _plain(ipaddress.ip_address(address) if isinstance(address, str) else address)
-        if any(ip in net for net in ALWAYS_REFUSED if net.version == ip.version):
-            return False
+        for judged in (ip, *_embedded(ip)):
+            if any(judged in net for net in ALWAYS_REFUSED if net.version == judged.version):
+                return False
         return any(ip in net for net in self.networks if net.version == ip.version)
 
     async def check(self, url: str) -> Target:
@@ -150,6 +152,24 @@ def _parse(url: str) -> httpx2.URL:
     if not parsed.host:
         raise TargetRefused("invalid-url", f"the URL has no host: {url!r}")
     return parsed
+
+
+_NAT64: Final = ipaddress.ip_network("64:ff9b::/96")  # RFC 6052 well-known prefix
+
+
+def _embedded(ip: IPAddress) -> tuple[ipaddress.IPv4Address, ...]:
+    """IPv4 addresses an IPv6 address reaches through a translator (NAT64, 6to4, Teredo): an
+    allow-list as wide as ``::/0`` must not open a way to the metadata services."""
+    if not isinstance(ip, ipaddress.IPv6Address):
+        return ()
+    found: list[ipaddress.IPv4Address] = []
+    if ip in _NAT64:
+        found.append(ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF))
+    if ip.sixtofour is not None:
+        found.append(ip.sixtofour)
+    if ip.teredo is not None:
+        found.extend(ip.teredo)
+    return tuple(found)
 
 
 def _plain(ip: IPAddress) -> IPAddress:
