@@ -134,13 +134,15 @@ def serve_twin(spec: Path | Spec, **options: Any) -> Iterator[Running]:
 
 
 @contextmanager
-def serve(app: Any) -> Iterator[str]:
-    """Run ``app`` under uvicorn on a free loopback port; yields the base URL."""
+def serve(app: Any, **options: Any) -> Iterator[str]:
+    """Run ``app`` under uvicorn on a free loopback port; yields the base URL.
+
+    ``options`` go to ``uvicorn.Config`` (the HTTP protocol, say)."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on")
+    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on", **options)
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()

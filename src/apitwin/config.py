@@ -21,6 +21,7 @@ import jsonschema_rs
 import yaml
 
 from apitwin.errors import ConfigError
+from apitwin.spec.refs import BoundedMerges, SpecLimits, check_shape
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _NAME = r"^[a-z][a-z0-9-]{0,39}$"
@@ -97,6 +98,19 @@ class TwinConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class Limits:
+    """What one server accepts before it refuses clearly (docs/limits.md lists each answer)."""
+
+    request_body_bytes: int = 10 * 1024 * 1024  # larger request bodies get 413
+    request_header_bytes: int = 64 * 1024  # request line and headers; beyond: 431
+    journal_entries: int = 1000  # per connection; the oldest go first
+    journal_body_bytes: int = 16 * 1024  # of each request and response body kept in the journal
+    pending_deliveries: int = 10_000  # per connection; further events are refused (429)
+    connections: int = 1000  # per twin; connect() beyond it is refused (429)
+    spec_bytes: int = 64 * 1024 * 1024  # each spec file; larger ones are refused
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     twins: tuple[TwinConfig, ...]
     host: str = "127.0.0.1"
@@ -104,10 +118,37 @@ class Settings:
     db: str = ":memory:"
     admin_token: str | None = None
     source: Path | None = None
+    limits: Limits = field(default_factory=Limits)
 
 
-class _Loader(yaml.SafeLoader):
+# apitwin.yaml is small: fixtures, corrections and connections.
+MAX_CONFIG_BYTES = 4 * 1024 * 1024
+CONFIG_LIMITS = SpecLimits(max_bytes=MAX_CONFIG_BYTES, max_nesting=64, max_alias_expansion=100_000)
+
+
+def _read_text(path: Path) -> str:
+    if path.exists() and not path.is_file():  # a FIFO would block, a device never end
+        raise ConfigError(f"{path}: not a regular file")
+    try:
+        with path.open("rb") as file:
+            data = file.read(MAX_CONFIG_BYTES + 1)
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{path}: larger than the {MAX_CONFIG_BYTES // (1024 * 1024)} MiB limit")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise ConfigError(
+            f"{path}:{line}: not valid UTF-8: byte 0x{data[exc.start]:02x} at offset {exc.start}"
+        ) from None
+
+
+class _Loader(BoundedMerges, yaml.SafeLoader):
     """Safe YAML that keeps dates as written: JSON (and so the schema and fixtures) has none."""
+
+    merge_budget = CONFIG_LIMITS.max_alias_expansion
 
 
 def _timestamp_text(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> str:
@@ -119,18 +160,22 @@ _Loader.add_constructor("tag:yaml.org,2002:timestamp", _timestamp_text)
 
 def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> Settings:
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot read: {exc}") from None
+    text = _read_text(path)
     try:
         node = yaml.compose(text, Loader=_Loader)
         raw = yaml.load(text, Loader=_Loader)
+        # Before anything walks the document: refuse alias bombs and runaway nesting.
+        check_shape(raw, CONFIG_LIMITS)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f":{mark.line + 1}:{mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or exc
         raise ConfigError(f"{path}{where}: invalid YAML: {problem}") from None
+    except ValueError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    except RecursionError:
+        limit = CONFIG_LIMITS.max_nesting
+        raise ConfigError(f"{path}: the file nests deeper than {limit} levels") from None
     if raw is None:
         raise ConfigError(f"{path}: the file is empty; it needs at least 'twins'")
     # Variables first, so values (secrets' lengths, say) are checked as they will be used.
@@ -417,6 +462,7 @@ def _settings(raw: dict[str, Any], path: Path, node: yaml.Node | None = None) ->
         db=db,
         admin_token=server.get("admin_token"),
         source=path,
+        limits=Limits(**(server.get("limits") or {})),
     )
 
 

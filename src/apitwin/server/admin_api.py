@@ -6,11 +6,15 @@ Routes live under ``/_apitwin/api``; the OpenAPI document describing them is ser
 
 from __future__ import annotations
 
+import functools
+import math
+import re
 import secrets
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import jsonschema_rs
 import orjson
 from starlette.requests import Request
 from starlette.responses import Response
@@ -18,12 +22,50 @@ from starlette.routing import Route, Router
 
 from apitwin import __version__
 from apitwin.errors import ApitwinError, InvalidInputError
-from apitwin.service.control import ControlService
+from apitwin.faults import INBOUND, OUTBOUND
+from apitwin.service.control import DELIVERY_STATUSES, ControlService
+from apitwin.tenants import CLIENT_ID
 
 Handler = Callable[[ControlService, Request, dict[str, Any]], Awaitable[tuple[int, Any]]]
 
+# Larger bodies are refused with 413 (the server passes server.limits.request_body_bytes).
+DEFAULT_MAX_BODY = 10 * 1024 * 1024
+
 _ID = {"type": "string", "description": "connection handle '<twin>:<client id>'"}
 _OBJECT = {"type": "object"}
+_NULLABLE_OBJECT = {"type": ["object", "null"]}
+_TEXT = {"type": "string"}
+_PROBLEM = {
+    "type": "object",
+    "required": ["type", "title", "status", "detail"],
+    "properties": {
+        "type": {"type": "string"},
+        "title": {"type": "string"},
+        "status": {"type": "integer"},
+        "detail": {"type": "string"},
+        "field": {"type": "string"},
+    },
+}
+
+
+@dataclass(frozen=True, slots=True)
+class QueryParam:
+    description: str
+    schema: Mapping[str, Any] = field(default_factory=lambda: _TEXT)
+
+
+def _q(description: str, **schema: Any) -> QueryParam:
+    return QueryParam(description, schema or _TEXT)
+
+
+_LIMIT = _q("page size (at most 100 are returned)", type="integer", minimum=1)
+_CURSOR = _q("next_cursor of the previous page")
+_PARENT = _q("'<resource>/<id>' for nested resources", type="string", pattern="^[^/]+/.+$")
+_JOURNAL_STATUS = _q(
+    "a status such as 201, or a class such as 4xx",
+    type="string",
+    pattern="^([1-5][0-9][0-9]|[1-5][xX][xX])$",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,16 +75,25 @@ class Endpoint:
     summary: str
     handler: Handler
     body: dict[str, Any] | None = None
-    query: dict[str, str] = field(default_factory=dict)
+    query: dict[str, QueryParam] = field(default_factory=dict)
+    status: tuple[int, ...] = (200,)  # what success answers with
+
+    @property
+    def body_required(self) -> bool:
+        return bool(self.body and self.body.get("required"))
 
 
-def _json(status: int, value: Any) -> Response:
+def _json(status: int, value: Any, headers: Mapping[str, str] | None = None) -> Response:
     media = "application/problem+json" if status >= 400 else "application/json"
-    return Response(orjson.dumps(value), status_code=status, media_type=media)
+    return Response(orjson.dumps(value), status_code=status, media_type=media, headers=headers)
 
 
 def problem(
-    status: int, detail: str, kind: str = "error", field_name: str | None = None
+    status: int,
+    detail: str,
+    kind: str = "error",
+    field_name: str | None = None,
+    headers: Mapping[str, str] | None = None,
 ) -> Response:
     body: dict[str, Any] = {
         "type": f"urn:apitwin:{kind}",
@@ -52,12 +103,34 @@ def problem(
     }
     if field_name:
         body["field"] = field_name
-    return _json(status, body)
+    return _json(status, body, headers)
 
 
-async def _body(request: Request) -> dict[str, Any]:
-    raw = await request.body()
-    if not raw:
+class BodyTooLargeError(ApitwinError):
+    kind = "payload_too_large"
+    status = 413
+
+
+async def _read(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise BodyTooLargeError(f"the request body exceeds the {limit}-byte limit")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLargeError(f"the request body exceeds the {limit}-byte limit")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def _body(request: Request, endpoint: Endpoint, limit: int) -> dict[str, Any]:
+    raw = await _read(request, limit)
+    if not raw.strip():
+        if endpoint.body_required:
+            required = ", ".join(endpoint.body.get("required", ())) if endpoint.body else ""
+            raise InvalidInputError(f"a JSON object body is required (with {required})")
         return {}
     try:
         value = orjson.loads(raw)
@@ -65,7 +138,61 @@ async def _body(request: Request) -> dict[str, Any]:
         raise InvalidInputError(f"the body is not valid JSON: {exc}") from None
     if not isinstance(value, dict):
         raise InvalidInputError("the body must be a JSON object")
+    if endpoint.body is not None:
+        _check(_validator(endpoint.method, endpoint.path, "body"), value, "body")
     return value
+
+
+def _check(validator: Any, value: Any, where: str) -> None:
+    """Raise the first violation of the documented schema, naming the field."""
+    for error in validator.iter_errors(value):
+        path = [str(part) for part in error.instance_path]
+        name = path[0] if path else None
+        kind = getattr(error.kind, "name", "")
+        if kind == "additionalProperties":
+            unexpected = sorted(map(str, error.kind.unexpected))
+            name = ".".join([*path, unexpected[0]])
+            raise InvalidInputError(
+                f"{where}: unknown field(s) {', '.join(unexpected)}", field=name
+            )
+        shown = ".".join(path) if path else where
+        raise InvalidInputError(f"{where}: {shown}: {error.message}", field=name)
+
+
+@functools.cache
+def _validator(method: str, path: str, part: str) -> Any:
+    endpoint = next(e for e in ENDPOINTS if e.method == method and e.path == path)
+    schema = endpoint.body if part == "body" else _query_schema(endpoint)
+    return jsonschema_rs.Draft202012Validator(schema or _OBJECT)
+
+
+def _query_schema(endpoint: Endpoint) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "properties": {name: dict(p.schema) for name, p in endpoint.query.items()},
+    }
+
+
+_INTEGER = re.compile(r"^-?[0-9]{1,18}$")
+_NUMBER = re.compile(r"^-?[0-9]{1,40}(\.[0-9]{1,40})?([eE][-+]?[0-9]{1,3})?$")
+
+
+def _query(request: Request, endpoint: Endpoint) -> dict[str, Any]:
+    """The documented query parameters, typed and checked; an empty value counts as absent."""
+    found: dict[str, Any] = {}
+    for name, param in endpoint.query.items():
+        raw = request.query_params.get(name)
+        if raw is None or (raw == "" and dict(param.schema) == _TEXT):
+            continue
+        kind = param.schema.get("type")
+        if kind == "integer" and _INTEGER.match(raw):
+            found[name] = int(raw)
+        elif kind == "number" and _NUMBER.match(raw) and math.isfinite(float(raw)):
+            found[name] = float(raw)
+        else:
+            found[name] = raw
+    _check(_validator(endpoint.method, endpoint.path, "query"), found, "query")
+    return found
 
 
 def _parent(request: Request) -> dict[str, str] | None:
@@ -81,17 +208,21 @@ def _parent(request: Request) -> dict[str, str] | None:
 
 
 def _limit(request: Request) -> int:
-    raw = request.query_params.get("limit", "20")
-    if not raw.isdigit():
+    raw = request.query_params.get("limit") or "20"
+    if not raw.isdigit() or int(raw) < 1:
         raise InvalidInputError("limit must be a positive integer", field="limit")
     return int(raw)
+
+
+def _text(request: Request, name: str) -> str | None:
+    return request.query_params.get(name) or None
 
 
 _RESERVED = {"parent", "cursor", "limit", "twin", "resource"}
 
 
 async def list_connections(c: ControlService, r: Request, b: dict[str, Any]) -> tuple[int, Any]:
-    return 200, {"connections": await c.list_connections(r.query_params.get("twin"))}
+    return 200, {"connections": await c.list_connections(_text(r, "twin"))}
 
 
 async def connect(c: ControlService, r: Request, b: dict[str, Any]) -> tuple[int, Any]:
@@ -115,7 +246,7 @@ async def reset_twin(c: ControlService, r: Request, b: dict[str, Any]) -> tuple[
 
 
 async def describe(c: ControlService, r: Request, b: dict[str, Any]) -> tuple[int, Any]:
-    return 200, await c.describe_api(r.path_params["cid"], r.query_params.get("resource"))
+    return 200, await c.describe_api(r.path_params["cid"], _text(r, "resource"))
 
 
 async def list_records(c: ControlService, r: Request, b: dict[str, Any]) -> tuple[int, Any]:
@@ -125,7 +256,7 @@ async def list_records(c: ControlService, r: Request, b: dict[str, Any]) -> tupl
         r.path_params["resource"],
         parent=_parent(r),
         filters=filters,
-        cursor=r.query_params.get("cursor"),
+        cursor=_text(r, "cursor"),
         limit=_limit(r),
     )
 
@@ -182,13 +313,12 @@ async def trigger_event(c: ControlService, r: Request, b: dict[str, Any]) -> tup
 
 
 async def list_deliveries(c: ControlService, r: Request, b: dict[str, Any]) -> tuple[int, Any]:
-    q = r.query_params
     return 200, await c.list_deliveries(
         r.path_params["cid"],
-        status=q.get("status"),
-        event=q.get("event"),
+        status=_text(r, "status"),
+        event=_text(r, "event"),
         limit=_limit(r),
-        cursor=q.get("cursor"),
+        cursor=_text(r, "cursor"),
     )
 
 
@@ -263,31 +393,44 @@ async def list_faults(c: ControlService, r: Request, b: dict[str, Any]) -> tuple
 
 
 async def clear_faults(c: ControlService, r: Request, b: dict[str, Any]) -> tuple[int, Any]:
-    return 200, await c.clear_faults(r.path_params["cid"], r.query_params.get("rule_id"))
+    return 200, await c.clear_faults(r.path_params["cid"], _text(r, "rule_id"))
 
 
 def _journal_query(r: Request) -> dict[str, Any]:
     found: dict[str, Any] = {}
     for name in ("operation", "method", "text"):
-        if name in r.query_params:
+        if _text(r, name):
             found[name] = r.query_params[name]
-    status = r.query_params.get("status")
+    status = _text(r, "status")
     if status:
-        found["status"] = int(status) if status.isdigit() else status
+        found["status"] = int(status) if status.isdigit() else status.lower()
+    for name in ("since", "until"):
+        value = _text(r, name)
+        if value is not None:
+            found[name] = float(value)
+    fault = _text(r, "fault")
+    if fault is not None:
+        found["fault"] = {"true": True, "false": False}.get(fault, fault)
     return found
 
 
 async def list_requests(c: ControlService, r: Request, b: dict[str, Any]) -> tuple[int, Any]:
-    return 200, await c.list_requests(
-        r.path_params["cid"],
-        limit=_limit(r),
-        cursor=r.query_params.get("cursor"),
-        **_journal_query(r),
-    )
+    try:
+        return 200, await c.list_requests(
+            r.path_params["cid"],
+            limit=_limit(r),
+            cursor=_text(r, "cursor"),
+            **_journal_query(r),
+        )
+    except ValueError as exc:  # the journal's word on a cursor or filter it cannot use
+        raise InvalidInputError(str(exc)) from None
 
 
 async def count_requests(c: ControlService, r: Request, b: dict[str, Any]) -> tuple[int, Any]:
-    return 200, await c.count_requests(r.path_params["cid"], **_journal_query(r))
+    try:
+        return 200, await c.count_requests(r.path_params["cid"], **_journal_query(r))
+    except ValueError as exc:
+        raise InvalidInputError(str(exc)) from None
 
 
 async def get_request(c: ControlService, r: Request, b: dict[str, Any]) -> tuple[int, Any]:
@@ -296,9 +439,37 @@ async def get_request(c: ControlService, r: Request, b: dict[str, Any]) -> tuple
 
 _CONN = "/connections/{cid}"
 _REC = _CONN + "/records/{resource}"
+_FAULT_KINDS = sorted({*INBOUND, *OUTBOUND})
+_FAULT_RULE = {
+    "type": "object",
+    "required": ["kind"],
+    "additionalProperties": False,
+    "properties": {
+        "kind": {"type": "string", "enum": _FAULT_KINDS},
+        "direction": {"type": "string", "enum": ["inbound", "outbound"]},
+        "params": {"type": "object", "description": "the kind's parameters"},
+        "id": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"},
+        "operation": _TEXT,
+        "endpoint": _TEXT,
+        "event_type": _TEXT,
+        "trigger": {
+            "type": "object",
+            "description": "next, probability, seed, until, for_seconds (or give them directly)",
+        },
+        "next": {"type": "integer", "minimum": 1, "maximum": 1_000_000},
+        "probability": {"type": "number", "minimum": 0, "maximum": 1},
+        "seed": {"type": ["integer", "string"]},
+        "until": {"type": ["number", "string"]},
+        "for_seconds": {"type": "number", "exclusiveMinimum": 0},
+    },
+}
 ENDPOINTS = [
     Endpoint(
-        "GET", "/connections", "List connections", list_connections, query={"twin": "twin name"}
+        "GET",
+        "/connections",
+        "List connections",
+        list_connections,
+        query={"twin": _q("twin name")},
     ),
     Endpoint(
         "POST",
@@ -308,13 +479,15 @@ ENDPOINTS = [
         body={
             "type": "object",
             "required": ["client_id"],
+            "additionalProperties": False,
             "properties": {
-                "client_id": {"type": "string"},
-                "twin": {"type": "string"},
-                "webhook_url": {"type": "string"},
-                "label": {"type": "string"},
+                "client_id": {"type": "string", "pattern": CLIENT_ID.pattern},
+                "twin": {"type": ["string", "null"]},
+                "webhook_url": {"type": ["string", "null"]},
+                "label": {"type": ["string", "null"]},
             },
         },
+        status=(200, 201),
     ),
     Endpoint(
         "POST",
@@ -333,33 +506,41 @@ ENDPOINTS = [
         _CONN + "/describe",
         "Describe the twin's resources and events",
         describe,
-        query={"resource": "one resource only"},
+        query={"resource": _q("one resource only")},
     ),
     Endpoint(
         "GET",
         _REC,
-        "List records",
+        "List records; any other query parameter filters by a field's value",
         list_records,
-        query={
-            "parent": "'<resource>/<id>' for nested resources",
-            "cursor": "next_cursor",
-            "limit": "page size",
-            "<field>": "filter by a field's value",
-        },
+        query={"parent": _PARENT, "cursor": _CURSOR, "limit": _LIMIT},
     ),
     Endpoint(
         "POST",
         _REC,
         "Create a record (emits its events)",
         create_record,
-        body={"type": "object", "properties": {"data": _OBJECT, "parent": _OBJECT}},
+        body={
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {"data": _OBJECT, "parent": _NULLABLE_OBJECT},
+        },
+        status=(201,),
     ),
     Endpoint(
         "POST",
         _REC + "/generate",
         "Generate realistic records",
         generate,
-        body={"type": "object", "properties": {"count": {"type": "integer"}, "parent": _OBJECT}},
+        body={
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {
+                "count": {"type": "integer", "minimum": 1, "maximum": 1000},
+                "parent": _NULLABLE_OBJECT,
+            },
+        },
+        status=(201,),
     ),
     Endpoint("GET", _REC + "/{id}", "Read a record", get_record),
     Endpoint(
@@ -367,7 +548,7 @@ ENDPOINTS = [
         _REC + "/{id}",
         "Change a record (JSON merge patch)",
         update_record,
-        body={"type": "object", "properties": {"changes": _OBJECT}},
+        body={"type": "object", "additionalProperties": False, "properties": {"changes": _OBJECT}},
     ),
     Endpoint("DELETE", _REC + "/{id}", "Delete a record", delete_record),
     Endpoint(
@@ -378,8 +559,14 @@ ENDPOINTS = [
         body={
             "type": "object",
             "required": ["event"],
-            "properties": {"event": {"type": "string"}, "record": _OBJECT, "overrides": _OBJECT},
+            "additionalProperties": False,
+            "properties": {
+                "event": {"type": "string"},
+                "record": _NULLABLE_OBJECT,
+                "overrides": _NULLABLE_OBJECT,
+            },
         },
+        status=(201,),
     ),
     Endpoint(
         "GET",
@@ -387,10 +574,10 @@ ENDPOINTS = [
         "List webhook deliveries",
         list_deliveries,
         query={
-            "status": "pending|delivering|succeeded|failed|dropped",
-            "event": "event type",
-            "limit": "page size",
-            "cursor": "next_cursor",
+            "status": _q("delivery status", type="string", enum=list(DELIVERY_STATUSES)),
+            "event": _q("event type"),
+            "limit": _LIMIT,
+            "cursor": _CURSOR,
         },
     ),
     Endpoint(
@@ -398,7 +585,11 @@ ENDPOINTS = [
         _CONN + "/deliveries/redeliver-failed",
         "Deliver again everything that failed recently",
         redeliver_failed,
-        body={"type": "object", "properties": {"since_seconds": {"type": "number"}}},
+        body={
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {"since_seconds": {"type": "number", "exclusiveMinimum": 0}},
+        },
     ),
     Endpoint("GET", _CONN + "/deliveries/{id}", "A delivery and its attempts", get_delivery),
     Endpoint("POST", _CONN + "/deliveries/{id}/redeliver", "Deliver again", redeliver),
@@ -410,12 +601,14 @@ ENDPOINTS = [
         body={
             "type": "object",
             "required": ["url"],
+            "additionalProperties": False,
             "properties": {
                 "url": {"type": "string"},
-                "events": {"type": "array"},
-                "scheme": {"type": "string"},
+                "events": {"type": ["array", "null"], "items": {"type": "string"}},
+                "scheme": {"type": ["string", "null"]},
             },
         },
+        status=(201,),
     ),
     Endpoint("GET", _CONN + "/endpoints", "List webhook endpoints", list_endpoints),
     Endpoint(
@@ -423,7 +616,11 @@ ENDPOINTS = [
         _CONN + "/endpoints/{id}/rotate",
         "Rotate an endpoint's secret",
         rotate_secret,
-        body={"type": "object", "properties": {"grace_seconds": {"type": "number"}}},
+        body={
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {"grace_seconds": {"type": "number", "minimum": 0}},
+        },
     ),
     Endpoint(
         "DELETE",
@@ -437,24 +634,30 @@ ENDPOINTS = [
         _CONN + "/actions/{name}",
         "Run a workflow action",
         run_action,
-        body={"type": "object", "properties": {"inputs": _OBJECT}},
+        body={"type": "object", "additionalProperties": False, "properties": {"inputs": _OBJECT}},
     ),
     Endpoint(
         "POST",
         _REC + "/{id}/actions/{action}",
         "Perform a record's action (shortlist, cancel, ...)",
         record_action,
-        body={"type": "object", "properties": {"body": _OBJECT}},
-        query={"parent": "'<resource>/<id>' for nested resources"},
+        body={
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {"body": _NULLABLE_OBJECT},
+        },
+        query={"parent": _PARENT},
     ),
-    Endpoint("POST", _CONN + "/faults", "Add a fault rule", add_fault, body=_OBJECT),
+    Endpoint(
+        "POST", _CONN + "/faults", "Add a fault rule", add_fault, body=_FAULT_RULE, status=(201,)
+    ),
     Endpoint("GET", _CONN + "/faults", "List fault rules", list_faults),
     Endpoint(
         "DELETE",
         _CONN + "/faults",
         "Clear fault rules",
         clear_faults,
-        query={"rule_id": "only this rule"},
+        query={"rule_id": _q("only this rule")},
     ),
     Endpoint(
         "GET",
@@ -462,12 +665,15 @@ ENDPOINTS = [
         "Journal: requests the twin received",
         list_requests,
         query={
-            "operation": "operationId or 'METHOD /path'",
-            "status": "201 or 4xx",
-            "method": "HTTP method",
-            "text": "text in path or bodies",
-            "limit": "page size",
-            "cursor": "next_cursor",
+            "operation": _q("operationId or 'METHOD /path'"),
+            "status": _JOURNAL_STATUS,
+            "method": _q("HTTP method"),
+            "text": _q("text in path or bodies"),
+            "since": _q("received at or after (unix time)", type="number"),
+            "until": _q("received before (unix time)", type="number"),
+            "fault": _q("a fault rule id, or true/false: hit by a fault or not"),
+            "limit": _LIMIT,
+            "cursor": _CURSOR,
         },
     ),
     Endpoint(
@@ -475,7 +681,15 @@ ENDPOINTS = [
         _CONN + "/requests/count",
         "Count journal entries",
         count_requests,
-        query={"operation": "operationId or 'METHOD /path'", "status": "201 or 4xx"},
+        query={
+            "operation": _q("operationId or 'METHOD /path'"),
+            "status": _JOURNAL_STATUS,
+            "method": _q("HTTP method"),
+            "text": _q("text in path or bodies"),
+            "since": _q("received at or after (unix time)", type="number"),
+            "until": _q("received before (unix time)", type="number"),
+            "fault": _q("a fault rule id, or true/false: hit by a fault or not"),
+        },
     ),
     Endpoint("GET", _CONN + "/requests/{id}", "One journal entry", get_request),
     Endpoint(
@@ -486,37 +700,79 @@ ENDPOINTS = [
         body={
             "type": "object",
             "required": ["seconds"],
-            "properties": {"seconds": {"type": "number"}},
+            "additionalProperties": False,
+            "properties": {
+                "seconds": {"type": "number", "exclusiveMinimum": 0, "maximum": 366 * 86400}
+            },
         },
     ),
 ]
 
 
 class AdminApi:
-    """ASGI app for the admin routes, guarded by an optional bearer token."""
+    """ASGI app for the admin routes, guarded by an optional bearer token.
 
-    def __init__(self, control: ControlService, token: str | None, prefix: str) -> None:
+    One route per path, so a wrong method gets 405 with every method the path allows. Query
+    parameters and bodies are checked against the same schemas the OpenAPI document publishes.
+    """
+
+    def __init__(
+        self,
+        control: ControlService,
+        token: str | None,
+        prefix: str,
+        *,
+        max_body: int = DEFAULT_MAX_BODY,
+    ) -> None:
         self.control = control
         self.token = token
         self.prefix = prefix
-        self.router = Router([Route(e.path, self._wrap(e), methods=[e.method]) for e in ENDPOINTS])
+        self.max_body = max_body
+        by_path: dict[str, dict[str, Endpoint]] = {}
+        for endpoint in ENDPOINTS:
+            by_path.setdefault(endpoint.path, {})[endpoint.method] = endpoint
+        self.router = Router(
+            [Route(path, _Asgi(self._dispatch(methods))) for path, methods in by_path.items()],
+            default=self._not_found,
+        )
 
-    def _wrap(self, endpoint: Endpoint) -> Callable[[Request], Awaitable[Response]]:
+    def _dispatch(self, methods: dict[str, Endpoint]) -> Callable[[Request], Awaitable[Response]]:
+        allow = ", ".join(methods)
+
         async def run(request: Request) -> Response:
             if not self.authorized(request):
                 return problem(
                     401,
                     "this admin API needs 'Authorization: Bearer <admin token>'",
                     "unauthorized",
+                    headers={"WWW-Authenticate": 'Bearer realm="apitwin"'},
+                )
+            endpoint = methods.get(request.method)
+            if endpoint is None:
+                return problem(
+                    405,
+                    f"{request.method} is not allowed here; use {allow}",
+                    "method_not_allowed",
+                    headers={"Allow": allow},
                 )
             try:
-                body = await _body(request) if request.method in ("POST", "PATCH") else {}
+                _query(request, endpoint)
+                body = await _body(request, endpoint, self.max_body) if endpoint.body else {}
                 status, value = await endpoint.handler(self.control, request, body)
             except ApitwinError as exc:
                 return problem(exc.status, exc.message, exc.kind, exc.field)
             return _json(status, value)
 
         return run
+
+    async def _not_found(self, scope: Any, receive: Any, send: Any) -> None:
+        if not self.authorized_scope(scope):
+            response = problem(
+                401, "this admin API needs 'Authorization: Bearer <admin token>'", "unauthorized"
+            )
+        else:
+            response = problem(404, f"no admin endpoint {scope['path']}", "not_found")
+        await response(scope, receive, send)
 
     def authorized(self, request: Request) -> bool:
         return self.authorized_scope(request.scope)
@@ -526,25 +782,46 @@ class AdminApi:
             return True
         header = next((v for k, v in scope["headers"] if k == b"authorization"), b"")
         kind, _, value = header.decode("latin-1").partition(" ")
-        return kind.lower() == "bearer" and secrets.compare_digest(value.strip(), self.token)
+        return kind.lower() == "bearer" and secrets.compare_digest(
+            value.strip().encode("latin-1"), self.token.encode("utf-8")
+        )
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         await self.router(scope, receive, send)
 
 
+class _Asgi:
+    """A request handler as a plain ASGI app, so the route takes every method (405 is ours)."""
+
+    def __init__(self, run: Callable[[Request], Awaitable[Response]]) -> None:
+        self.run = run
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        response = await self.run(Request(scope, receive))
+        await response(scope, receive, send)
+
+
 def openapi_document(prefix: str) -> dict[str, Any]:
     paths: dict[str, Any] = {}
+    problem_response = {
+        "description": "Problem (RFC 9457)",
+        "content": {
+            "application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}
+        },
+    }
     for endpoint in ENDPOINTS:
+        responses: dict[str, Any] = {
+            str(status): {
+                "description": "Created" if status == 201 else "OK",
+                "content": {"application/json": {"schema": _OBJECT}},
+            }
+            for status in endpoint.status
+        }
+        responses["default"] = problem_response
         operation: dict[str, Any] = {
             "summary": endpoint.summary,
             "operationId": endpoint.handler.__name__,
-            "responses": {
-                "200": {"description": "OK", "content": {"application/json": {"schema": _OBJECT}}},
-                "default": {
-                    "description": "Problem (RFC 9457)",
-                    "content": {"application/problem+json": {"schema": _OBJECT}},
-                },
-            },
+            "responses": responses,
         }
         params = [
             {
@@ -556,19 +833,29 @@ def openapi_document(prefix: str) -> dict[str, Any]:
             for name in _path_names(endpoint.path)
         ]
         params += [
-            {"name": name, "in": "query", "description": text, "schema": {"type": "string"}}
-            for name, text in endpoint.query.items()
-            if not name.startswith("<")
+            {
+                "name": name,
+                "in": "query",
+                "description": param.description,
+                "schema": dict(param.schema),
+            }
+            for name, param in endpoint.query.items()
         ]
         if params:
             operation["parameters"] = params
         if endpoint.body is not None:
-            operation["requestBody"] = {"content": {"application/json": {"schema": endpoint.body}}}
+            operation["requestBody"] = {
+                "required": endpoint.body_required,
+                "content": {"application/json": {"schema": endpoint.body}},
+            }
         paths.setdefault(prefix + endpoint.path, {})[endpoint.method.lower()] = operation
     return {
         "openapi": "3.1.0",
         "info": {"title": "apitwin admin API", "version": __version__},
-        "components": {"securitySchemes": {"admin": {"type": "http", "scheme": "bearer"}}},
+        "components": {
+            "securitySchemes": {"admin": {"type": "http", "scheme": "bearer"}},
+            "schemas": {"Problem": _PROBLEM},
+        },
         "security": [{"admin": []}],
         "paths": paths,
     }

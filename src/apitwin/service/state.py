@@ -5,7 +5,7 @@ from __future__ import annotations
 import weakref
 from typing import TYPE_CHECKING, Any
 
-from apitwin.errors import ApitwinError, NotFoundError
+from apitwin.errors import ApitwinError, NotFoundError, StorageFullError
 from apitwin.negotiation import default_response, response_for_status
 from apitwin.responses import stable_rng
 from apitwin.schemanav import properties
@@ -37,6 +37,8 @@ async def apply(twin: TwinService, exchange: Exchange) -> StateResult | None:
         if not _declares(op, 404):
             return None  # the spec has no "absent": answer like a stateless mock
         return StateResult(404, detail=exc.message)
+    except StorageFullError:
+        raise  # the twin's own storage, not the partner's behaviour: a problem, not its errors
     except ApitwinError as exc:
         return StateResult(exc.status, detail=exc.message)
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from apitwin.errors import Problem, SpecError
 from apitwin.spec.model import HTTP_METHODS, Spec
-from apitwin.spec.refs import DocumentRegistry, Located, RefError, escape
+from apitwin.spec.refs import DocumentRegistry, Located, RefError, SpecLimits, escape
 
 _SKIP_KEYS = {"example", "examples", "enum", "const"}
 _TEMPLATE = re.compile(r"\{([^{}]+)\}")
@@ -61,12 +61,19 @@ Progress = Callable[[Phase], None]
 
 
 def load_spec(
-    path: str | Path, *, spec_root: str | Path | None = None, progress: Progress | None = None
+    path: str | Path,
+    *,
+    spec_root: str | Path | None = None,
+    progress: Progress | None = None,
+    limits: SpecLimits | None = None,
 ) -> Spec:
+    """``limits`` bound what reading may cost (size, nesting, YAML aliases, `$ref` chains)."""
     path = Path(path)
     if not path.is_file():
         raise SpecError([Problem(str(path), "", "file not found")])
-    registry = DocumentRegistry(path, spec_root=Path(spec_root) if spec_root else None)
+    registry = DocumentRegistry(
+        path, spec_root=Path(spec_root) if spec_root else None, limits=limits
+    )
     tell = progress or _silent
     tell(Phase("reading"))
 
@@ -159,7 +166,9 @@ def check_refs(registry: DocumentRegistry, collector: Collector) -> int:
                 continue
             checked.add(address)
             try:
-                registry.lookup(target_uri, target_pointer)
+                target = registry.lookup(target_uri, target_pointer)
+                if isinstance(target.value, dict) and "$ref" in target.value:
+                    registry.follow(target)  # a $ref to a $ref: the chain must end, and soon
             except RefError as exc:
                 reason = f"$ref {ref!r} cannot be resolved: {exc.problem.reason}"
                 collector.problems.append(Problem(registry.name(uri), pointer, reason))

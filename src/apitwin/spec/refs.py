@@ -7,6 +7,8 @@ or point at the network, are refused unless explicitly allowed.
 
 from __future__ import annotations
 
+import contextlib
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,8 +22,20 @@ from apitwin.errors import Problem
 
 MAX_DOCUMENT_BYTES = 64 * 1024 * 1024
 MAX_REF_CHAIN = 64
-# Alias uses are counted against this budget, so "billion laughs" documents fail fast.
-MAX_YAML_ALIASES = 10_000
+# Values YAML aliases may add once expanded ("billion laughs" documents are refused), and how
+# deeply a document may nest (the reader and the model builders recurse).
+MAX_ALIAS_EXPANSION = 1_000_000
+MAX_NESTING = 256
+
+
+@dataclass(frozen=True, slots=True)
+class SpecLimits:
+    """What a spec document may cost to read; each refusal names the limit it hit."""
+
+    max_bytes: int = MAX_DOCUMENT_BYTES
+    max_nesting: int = MAX_NESTING
+    max_alias_expansion: int = MAX_ALIAS_EXPANSION
+    max_ref_chain: int = MAX_REF_CHAIN
 
 
 class RefError(Exception):
@@ -75,8 +89,31 @@ def display_name(uri: str, root: str) -> str:
         return str(path)
 
 
-class _Loader(yaml.CSafeLoader if hasattr(yaml, "CSafeLoader") else yaml.SafeLoader):  # type: ignore[misc]
-    """Safe YAML with string keys (status codes stay "200") and bounded alias use."""
+class BoundedMerges:
+    """Mixin for a YAML loader: merge keys (``<<: *anchor``) copy entries, so nested merges grow
+    exponentially while the node graph is flattened; count the copies and stop at a budget."""
+
+    merge_budget: int = MAX_ALIAS_EXPANSION
+    _merged: int = 0
+
+    def flatten_mapping(self, node: yaml.MappingNode) -> None:
+        before = len(node.value)
+        super().flatten_mapping(node)  # type: ignore[misc]
+        self._merged += max(0, len(node.value) - before) + 1
+        if self._merged > self.merge_budget:
+            raise yaml.constructor.ConstructorError(
+                None,
+                None,
+                f"YAML merge keys (<<) copy more than {self.merge_budget} entries (a YAML bomb?)",
+                node.start_mark,
+            )
+
+
+class _Loader(
+    BoundedMerges,
+    yaml.CSafeLoader if hasattr(yaml, "CSafeLoader") else yaml.SafeLoader,  # type: ignore[misc]
+):
+    """Safe YAML with string keys (status codes stay "200") and bounded merges."""
 
 
 def _construct_mapping(loader: Any, node: yaml.MappingNode) -> dict[str, Any]:
@@ -105,46 +142,128 @@ _Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _constru
 _Loader.add_constructor("tag:yaml.org,2002:timestamp", _construct_timestamp)
 
 
-def parse_document(data: bytes, name: str) -> Any:
+def parse_document(data: bytes, name: str, limits: SpecLimits | None = None) -> Any:
     """Parse JSON or YAML bytes; raises ValueError with a plain reason."""
-    if len(data) > MAX_DOCUMENT_BYTES:
-        raise ValueError(f"file is larger than the {MAX_DOCUMENT_BYTES // (1024 * 1024)} MiB limit")
+    limits = limits or SpecLimits()
+    if len(data) > limits.max_bytes:
+        raise ValueError(f"file is larger than the {_size(limits.max_bytes)} limit")
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        raise ValueError(f"not valid UTF-8 (byte {exc.start})") from None
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise ValueError(
+            f"not valid UTF-8: byte 0x{data[exc.start]:02x} at offset {exc.start} (line {line})"
+        ) from None
     stripped = text.lstrip()
+    document: Any = None
+    parsed = False
     if stripped.startswith(("{", "[")):
+        # YAML is a superset of JSON in practice; on failure the YAML parser gives the reason.
+        with contextlib.suppress(orjson.JSONDecodeError):
+            document, parsed = orjson.loads(text), True
+    if not parsed:
+        _check_yaml_nesting(text, limits.max_nesting)
+        loader = _Loader(text)
+        loader.merge_budget = limits.max_alias_expansion
         try:
-            return orjson.loads(text)
-        except orjson.JSONDecodeError:
-            pass  # YAML is a superset of JSON in practice; let the YAML parser give the reason
-    if text.count("*") > MAX_YAML_ALIASES and _alias_count(text) > MAX_YAML_ALIASES:
-        raise ValueError(f"more than {MAX_YAML_ALIASES} YAML aliases (a YAML bomb?)")
-    try:
-        return yaml.load(text, Loader=_Loader)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise ValueError(f"invalid YAML{where}: {problem}") from None
-    except RecursionError:
-        raise ValueError("document nests too deeply") from None
+            document = loader.get_single_data()
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+            problem = getattr(exc, "problem", None) or str(exc)
+            raise ValueError(f"invalid YAML{where}: {problem}") from None
+        except RecursionError:
+            raise ValueError(f"document nests deeper than {limits.max_nesting} levels") from None
+        finally:
+            loader.dispose()
+    check_shape(document, limits)
+    return document
 
 
-def _alias_count(text: str) -> int:
-    count = 0
-    for event in yaml.parse(text, Loader=yaml.SafeLoader):
-        if isinstance(event, yaml.AliasEvent):
-            count += 1
-    return count
+def _check_yaml_nesting(text: str, limit: int) -> None:
+    """Refuse YAML nested deeper than ``limit`` before it is composed: the C composer recurses
+    without a guard, and tens of thousands of levels crash the process.
+
+    Each flow level opens a bracket and each block level indents (or adds "- " or "? "), so a text
+    with few of both cannot nest deeply; only other texts pay for the exact scan of events.
+    """
+    wide = 4 * limit
+    if text.count("[") + text.count("{") <= wide and not re.search(
+        rf"^[ ?-]{{{wide},}}", text, re.MULTILINE
+    ):
+        return
+    depth = 0
+    for event in yaml.parse(text, Loader=_EventLoader):
+        if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+            depth += 1
+            if depth > limit:
+                mark = event.start_mark
+                where = f" (at line {mark.line + 1})" if mark is not None else ""
+                raise ValueError(f"document nests deeper than {limit} levels{where}")
+        elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+            depth -= 1
+
+
+_EventLoader: Any = yaml.CSafeLoader if hasattr(yaml, "CSafeLoader") else yaml.SafeLoader
+
+
+def _size(count: int) -> str:
+    mib = count / (1024 * 1024)
+    return f"{mib:g} MiB" if count >= 1024 * 1024 else f"{count}-byte"
+
+
+def check_shape(document: Any, limits: SpecLimits) -> None:
+    """Refuse documents that nest too deeply, refer to themselves, or whose YAML aliases expand
+    beyond the limit; counts each shared value once, so the check itself stays cheap."""
+    if not isinstance(document, (dict, list)):
+        return
+    measured: dict[int, tuple[int, int]] = {}  # id -> (values once expanded, nesting depth)
+    path: set[int] = set()
+    unique = 0
+    stack: list[tuple[Any, bool]] = [(document, False)]
+    while stack:
+        node, finished = stack.pop()
+        key = id(node)
+        children = node.values() if isinstance(node, dict) else node
+        if finished:
+            size, depth = 1, 0
+            for child in children:
+                if isinstance(child, (dict, list)):
+                    child_size, child_depth = measured[id(child)]
+                    size += child_size
+                    depth = max(depth, child_depth)
+                else:
+                    size += 1
+            path.discard(key)
+            measured[key] = (size, depth + 1)
+            if depth + 1 > limits.max_nesting:
+                raise ValueError(f"document nests deeper than {limits.max_nesting} levels")
+            if size - unique > limits.max_alias_expansion:
+                raise ValueError(
+                    f"YAML aliases expand to more than {limits.max_alias_expansion} extra values "
+                    "(a YAML bomb?)"
+                )
+            continue
+        if key in measured:
+            continue
+        if key in path:
+            raise ValueError("a YAML alias refers to a value that contains it (recursive)")
+        path.add(key)
+        unique += 1 + sum(1 for child in children if not isinstance(child, (dict, list)))
+        if len(path) > limits.max_nesting:
+            raise ValueError(f"document nests deeper than {limits.max_nesting} levels")
+        stack.append((node, True))
+        stack.extend((child, False) for child in children if isinstance(child, (dict, list)))
 
 
 class DocumentRegistry:
     """Loads documents on demand and resolves references between them."""
 
-    def __init__(self, root: Path, *, spec_root: Path | None = None) -> None:
+    def __init__(
+        self, root: Path, *, spec_root: Path | None = None, limits: SpecLimits | None = None
+    ) -> None:
         self.root_uri = path_to_uri(root)
+        self.limits = limits or SpecLimits()
         self._base_dir = (spec_root or root.parent).resolve()
         self._documents: dict[str, Any] = {}
         # JSON Schema `$id` and `$anchor` targets (OpenAPI 3.1), indexed on first need.
@@ -173,8 +292,13 @@ class DocumentRegistry:
                 "widen it with --spec-root)"
             )
             raise RefError(Problem(self.name(uri), "", reason))
+        if path.exists() and not path.is_file():
+            # A FIFO or a device would block or never end; a folder cannot be read.
+            raise RefError(Problem(self.name(uri), "", "not a regular file"))
         try:
-            data = path.read_bytes()
+            # Never more than one byte past the limit, however large the file.
+            with path.open("rb") as file:
+                data = file.read(self.limits.max_bytes + 1)
         except OSError as exc:
             raise RefError(
                 Problem(self.name(uri), "", f"cannot read file: {exc.strerror}")
@@ -182,7 +306,7 @@ class DocumentRegistry:
         if self.on_read is not None:
             self.on_read(uri, len(data))
         try:
-            document = parse_document(data, self.name(uri))
+            document = parse_document(data, self.name(uri), self.limits)
         except ValueError as exc:
             raise RefError(Problem(self.name(uri), "", str(exc))) from None
         self._documents[uri] = document
@@ -263,8 +387,11 @@ class DocumentRegistry:
         """Follow a chain of `$ref`s from a non-schema object (parameter, response, ...)."""
         seen: set[str] = set()
         while isinstance(node.value, dict) and isinstance(node.value.get("$ref"), str):
-            if node.address in seen or len(seen) > MAX_REF_CHAIN:
+            if node.address in seen:
                 raise RefError(Problem(self.name(node.uri), node.pointer, "circular $ref chain"))
+            if len(seen) >= self.limits.max_ref_chain:
+                reason = f"$ref chain longer than {self.limits.max_ref_chain} references"
+                raise RefError(Problem(self.name(node.uri), node.pointer, reason))
             seen.add(node.address)
             uri, pointer = self.target(node.uri, node.value["$ref"])
             node = self.lookup(uri, pointer)
