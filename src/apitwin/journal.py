@@ -36,6 +36,7 @@ import orjson
 
 from apitwin.changes import Change, ChangeFeed
 from apitwin.clock import VirtualClock
+from apitwin.errors import InvalidInputError
 from apitwin.http import MockResponse
 from apitwin.service.exchange import Exchange
 from apitwin.spec.model import SecurityScheme
@@ -187,7 +188,10 @@ class Filters:
             found["method"] = self.method.upper()
         if isinstance(self.status, str):
             if not _STATUS_CLASS.match(self.status):
-                raise ValueError(f"status must be a number or a class like '4xx': {self.status!r}")
+                raise InvalidInputError(
+                    f"status must be a number or a class like '4xx': {self.status!r}",
+                    field="status",
+                )
             found["status_class"] = self.status.lower()
         elif self.status is not None:
             found["status"] = int(self.status)
@@ -373,7 +377,11 @@ def _cursor(cursor: str | None) -> int:
     try:
         return int(cursor)
     except ValueError:
-        raise ValueError(f"not a journal cursor: {cursor!r}") from None
+        raise InvalidInputError(
+            f"cursor {cursor!r} is not one this journal issued; pass the next_cursor of the "
+            "previous page, or none for the newest entries",
+            field="cursor",
+        ) from None
 
 
 def _route(operation: str) -> str:

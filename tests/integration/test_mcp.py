@@ -105,6 +105,19 @@ async def test_tool_errors_say_what_to_do_next(twin: Running) -> None:
         )
         assert bad.is_error
         assert "/industry" in bad.content[0].text
+        cursor = await client.call_tool(
+            "list_requests", {"connection_id": connected["connection_id"], "cursor": "zzz"}
+        )
+        assert cursor.is_error
+        assert "cursor 'zzz' is not one this journal issued" in cursor.content[0].text
+    # The same words from the admin API, as a 400 naming the field, for the cursor and a status.
+    async with httpx.AsyncClient(base_url=f"{twin.origin}/_apitwin/api") as admin:
+        path = f"/connections/{connected['connection_id']}/requests"
+        got = await admin.get(path, params={"cursor": "zzz"})
+        assert got.status_code == 400
+        assert "is not one this journal issued" in got.text and "cursor" in got.text
+        got = await admin.get(f"{path}/count", params={"status": "5xy"})
+        assert got.status_code == 400 and "status" in got.text
 
 
 async def test_the_same_scenario_through_the_admin_api(twin: Running) -> None:

@@ -10,6 +10,7 @@ import orjson
 import pytest
 
 from apitwin.clock import VirtualClock
+from apitwin.errors import InvalidInputError
 from apitwin.http import InboundRequest, MockResponse
 from apitwin.journal import Journal, JournalEntry, closest_operations, redaction_for, suggester
 from apitwin.matching import Match, MatchKind
@@ -245,7 +246,7 @@ async def test_pages_follow_the_cursor_in_either_order(
     assert len(filtered.entries) == 2 and filtered.cursor is not None
     rest = await journal.query("acme", text="ada", limit=2, cursor=filtered.cursor)
     assert len(rest.entries) == 1 and rest.cursor is None
-    with pytest.raises(ValueError, match="4xx"):
+    with pytest.raises(InvalidInputError, match="4xx"):
         await journal.query("acme", status="client errors")
 
 

@@ -415,22 +415,16 @@ def _journal_query(r: Request) -> dict[str, Any]:
 
 
 async def list_requests(c: ControlService, r: Request, b: dict[str, Any]) -> tuple[int, Any]:
-    try:
-        return 200, await c.list_requests(
-            r.path_params["cid"],
-            limit=_limit(r),
-            cursor=_text(r, "cursor"),
-            **_journal_query(r),
-        )
-    except ValueError as exc:  # the journal's word on a cursor or filter it cannot use
-        raise InvalidInputError(str(exc)) from None
+    return 200, await c.list_requests(
+        r.path_params["cid"],
+        limit=_limit(r),
+        cursor=_text(r, "cursor"),
+        **_journal_query(r),
+    )
 
 
 async def count_requests(c: ControlService, r: Request, b: dict[str, Any]) -> tuple[int, Any]:
-    try:
-        return 200, await c.count_requests(r.path_params["cid"], **_journal_query(r))
-    except ValueError as exc:
-        raise InvalidInputError(str(exc)) from None
+    return 200, await c.count_requests(r.path_params["cid"], **_journal_query(r))
 
 
 async def get_request(c: ControlService, r: Request, b: dict[str, Any]) -> tuple[int, Any]:

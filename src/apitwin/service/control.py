@@ -489,19 +489,13 @@ class ControlService:
         self, connection_id: str, *, limit: int = 20, cursor: str | None = None, **filters: Any
     ) -> dict[str, Any]:
         handle = self.handle(connection_id)
-        try:
-            page = await handle.twin.journal.query(
-                handle.connection.client_id,
-                limit=max(1, min(limit, MAX_LIMIT)),
-                cursor=cursor,
-                **_journal_filters(filters),
-            )
-        except ValueError:
-            raise InvalidInputError(
-                f"cursor {cursor!r} is not one this journal issued; pass the next_cursor of "
-                "the previous page, or none for the newest entries",
-                field="cursor",
-            ) from None
+        # A cursor or filter the journal cannot use is its InvalidInputError, naming the field.
+        page = await handle.twin.journal.query(
+            handle.connection.client_id,
+            limit=max(1, min(limit, MAX_LIMIT)),
+            cursor=cursor,
+            **_journal_filters(filters),
+        )
         return {"requests": [entry.as_dict() for entry in page.entries], "next_cursor": page.cursor}
 
     async def get_request(self, connection_id: str, request_id: str) -> dict[str, Any]:
