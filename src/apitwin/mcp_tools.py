@@ -130,6 +130,16 @@ class Control(Protocol):
     async def generate_records(
         self, connection_id: str, resource: str, count: int, *, parent: dict[str, str] | None = None
     ) -> dict[str, Any]: ...
+    async def record_action(
+        self,
+        connection_id: str,
+        resource: str,
+        record_id: str,
+        action: str,
+        body: dict[str, Any] | None = None,
+        *,
+        parent: dict[str, str] | None = None,
+    ) -> dict[str, Any]: ...
     async def advance_clock(self, connection_id: str, seconds: float) -> dict[str, Any]: ...
     async def trigger_event(
         self,
@@ -359,6 +369,26 @@ def build_server(local: Control | None) -> MCPServer:
         """Delete a record."""
         control, handle = router.split(connection_id)
         return await _call(control.delete_record(handle, resource, record_id))
+
+    @mcp.tool(annotations=CHANGE)
+    async def record_action(
+        connection_id: ConnectionId,
+        resource: ResourceName,
+        record_id: RecordId,
+        action: Annotated[
+            str, Field(description="One of the resource's actions from describe_api, e.g. 'cancel'")
+        ],
+        body: Annotated[
+            dict[str, Any] | None, Field(description="The action's request body, if it takes one")
+        ] = None,
+        parent: Parent = None,
+    ) -> dict[str, Any]:
+        """Perform a record's own action as the partner would (shortlist, cancel, ...); emits
+        the events linked to it."""
+        control, handle = router.split(connection_id)
+        return await _call(
+            control.record_action(handle, resource, record_id, action, body, parent=parent)
+        )
 
     @mcp.tool(annotations=ADD)
     async def generate_records(

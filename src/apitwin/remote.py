@@ -135,6 +135,23 @@ class RemoteControl:
             )
         )
 
+    async def record_action(
+        self,
+        connection_id: str,
+        resource: str,
+        record_id: str,
+        action: str,
+        body: dict[str, Any] | None = None,
+        *,
+        parent: dict[str, str] | None = None,
+    ) -> dict[str, Any]:
+        path = (
+            f"{_records(connection_id, resource)}/{quote(record_id, safe='')}"
+            f"/actions/{quote(action, safe='')}"
+        )
+        params = {"parent": "/".join(next(iter(parent.items())))} if parent else None
+        return dict(await self._request("POST", path, json={"body": body}, params=params))
+
     async def advance_clock(self, connection_id: str, seconds: float) -> dict[str, Any]:
         return dict(
             await self._request(

@@ -118,6 +118,9 @@ async def test_tool_errors_say_what_to_do_next(twin: Running) -> None:
         assert "is not one this journal issued" in got.text and "cursor" in got.text
         got = await admin.get(f"{path}/count", params={"status": "5xy"})
         assert got.status_code == 400 and "status" in got.text
+        action = f"/connections/{connected['connection_id']}/records/projects/prj_x/actions/nope"
+        got = await admin.post(action, json={})
+        assert got.status_code == 404 and "projects has no action 'nope'" in got.text
 
 
 async def test_the_same_scenario_through_the_admin_api(twin: Running) -> None:

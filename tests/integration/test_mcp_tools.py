@@ -199,6 +199,27 @@ async def test_every_listed_tool_answers_with_real_content(
             "shortlist_expert", connection_id=handle, project_id=project_id, expert_id=expert_id
         )
         assert shortlisted["steps"][0]["record"]["status"] == "shortlisted"
+        second = httpx.post(f"{base}/projects/{project_id}/experts", json=EXPERT, headers=auth)
+        assert second.status_code == 201, second.text
+        rejected = await agent.call(
+            "record_action",
+            connection_id=handle,
+            resource="experts",
+            record_id=second.json()["id"],
+            action="reject",
+            body={"reason": "Outside the target geography"},
+            parent={"projects": project_id},
+        )
+        assert rejected["record"]["status"] == "rejected"
+        no_such = await agent.fail(
+            "record_action",
+            connection_id=handle,
+            resource="experts",
+            record_id=expert_id,
+            action="promote",
+            parent={"projects": project_id},
+        )
+        assert "experts has no action 'promote'" in no_such and "reject" in no_such
         call = await agent.call(
             "request_call",
             connection_id=handle,

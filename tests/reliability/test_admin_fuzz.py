@@ -39,7 +39,6 @@ SEMANTIC_400 = {
     "run_action": "inputs are checked against the action's declared inputs",
     "trigger_event": "record must name a stored record of the event's resource",
     "generate": "parent must name the resource's parent",
-    "record_action": "the action must be one the resource declares",
     "list_records": "a cursor must be one the twin issued",
     "list_requests": "a cursor must be one the twin issued",
     "list_deliveries": "a cursor must be one the twin issued",

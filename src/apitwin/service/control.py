@@ -285,7 +285,7 @@ class ControlService:
             known = sorted(
                 k.removeprefix("action:") for k in found.operations if k.startswith("action:")
             )
-            raise InvalidInputError(
+            raise NotFoundError(
                 f"{resource} has no action {action!r}; actions: {known}", field="action"
             )
         parent_id = self._parent_id(found, parent) if parent else None
