@@ -107,6 +107,7 @@ class Limits:
     journal_body_bytes: int = 16 * 1024  # of each request and response body kept in the journal
     pending_deliveries: int = 10_000  # per connection; further events are refused (429)
     connections: int = 1000  # per twin; connect() beyond it is refused (429)
+    fault_rules: int = 100  # per connection, active or spent (spent go first); beyond: 429
     spec_bytes: int = 64 * 1024 * 1024  # each spec file; larger ones are refused
 
 

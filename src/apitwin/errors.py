@@ -5,6 +5,7 @@ ApitwinError
 ├── ConfigError        a bad apitwin.yaml, CLI option or environment value
 ├── InvalidInputError  a caller's input that cannot be used (bad cursor, unknown field, ...)
 ├── NotFoundError      a control-plane lookup that found nothing (connection, record, ...)
+├── LimitExceededError a configured limit is reached (server.limits); nothing was changed
 └── StorageFullError   the storage refused a write for want of room (disk full, size limit)
 
 Each error has a machine-readable ``kind``, an HTTP ``status`` for the surfaces that speak HTTP,
@@ -66,6 +67,11 @@ class InvalidInputError(ApitwinError):
 class NotFoundError(ApitwinError):
     kind = "not_found"
     status = 404
+
+
+class LimitExceededError(ApitwinError):
+    kind = "limit_exceeded"
+    status = 429
 
 
 class StorageFullError(ApitwinError):

@@ -36,7 +36,7 @@ from apitwin.schemanav import deref, standalone
 from apitwin.state.store import Clear, Delete, Item, Merge, Put, Query, Scope, Store, StoreError
 
 FAULT_KIND: Final = "fault"
-MAX_RULES: Final = 100  # per connection, active or spent
+MAX_RULES: Final = 100  # per connection, active or spent; default of server.limits.fault_rules
 MAX_LATENCY_MS: Final = 30_000.0
 WRITE_METHODS: Final = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 # Writes to an existing record: where a change by someone else can land between read and write.
@@ -78,6 +78,10 @@ class FaultError(ValueError):
     def __init__(self, field: str, message: str) -> None:
         super().__init__(f"{field}: {message}")
         self.field = field
+
+
+class TooManyRulesError(FaultError):
+    """The connection holds as many active rules as ``server.limits.fault_rules`` allows."""
 
 
 # -- parameter schemas -------------------------------------------------------------------------
@@ -260,6 +264,7 @@ class Faults:
         # rule added through another replica takes effect within ``idle_ttl``. 0 disables this.
         self.idle_ttl = idle_ttl
         self._idle: dict[tuple[str, Direction], float] = {}
+        self.max_rules = MAX_RULES  # server.limits.fault_rules
 
     def scope(self, conn: str) -> Scope:
         return Scope(self.twin, conn, FAULT_KIND)
@@ -280,15 +285,17 @@ class Faults:
     async def _make_room(self, conn: str, now: float) -> None:
         # Spent rules stay listed (an agent can see they fired) until room is needed.
         rules = await self.list(conn)
-        if len(rules) < MAX_RULES:
+        if len(rules) < self.max_rules:
             return
         spent = [Delete(self.scope(conn).key(r.id), False) for r in rules if not r.active(now)]
-        if len(rules) - len(spent) >= MAX_RULES:
-            raise FaultError("rule", f"at most {MAX_RULES} rules per connection; clear some first")
+        if len(rules) - len(spent) >= self.max_rules:
+            raise TooManyRulesError(
+                "rule", f"at most {self.max_rules} rules per connection; clear some first"
+            )
         await self.store.write(spent)
 
     async def list(self, conn: str) -> list[FaultRule]:
-        items = await self.store.query(Query(self.scope(conn), limit=MAX_RULES * 2))
+        items = await self.store.query(Query(self.scope(conn), limit=self.max_rules * 2))
         return [FaultRule.from_item(item) for item in items]
 
     async def clear(self, conn: str, rule_id: str | None = None) -> int:
@@ -378,7 +385,7 @@ class Faults:
         idle_since = self._idle.get((conn, direction))
         if idle_since is not None and time.monotonic() - idle_since < self.idle_ttl:
             return None
-        query = Query(self.scope(conn), equals={"direction": direction}, limit=MAX_RULES * 2)
+        query = Query(self.scope(conn), equals={"direction": direction}, limit=self.max_rules * 2)
         now = self.clock.now()
         items = await self.store.query(query)
         # A spent or expired rule never comes back (counters only fall, the clock only advances),

@@ -11,7 +11,13 @@ from urllib.parse import quote
 import httpx2
 
 from apitwin.changes import Change, ChangeFeed, ChangeKind, Listener
-from apitwin.errors import ApitwinError, ConfigError, InvalidInputError, NotFoundError
+from apitwin.errors import (
+    ApitwinError,
+    ConfigError,
+    InvalidInputError,
+    LimitExceededError,
+    NotFoundError,
+)
 from apitwin.service.actions import Action, ActionInput
 
 log = logging.getLogger(__name__)
@@ -23,6 +29,7 @@ _ERRORS: dict[int, type[ApitwinError]] = {
     400: InvalidInputError,
     404: NotFoundError,
     409: ConfigError,
+    429: LimitExceededError,
 }
 
 

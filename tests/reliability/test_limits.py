@@ -270,16 +270,34 @@ async def test_connections_per_twin() -> None:
 # -- fault rules ----------------------------------------------------------------------------------
 
 
-def test_fault_rules_per_connection() -> None:
-    with twin_with() as twin:
+@pytest.mark.anyio
+async def test_fault_rules_per_connection() -> None:
+    with twin_with(fault_rules=5) as twin:
         rule = {"kind": "status", "params": {"status": 503}, "operation": "listProjects"}
-        for _ in range(MAX_RULES):
+        for _ in range(5):
             added = twin.admin("POST", f"/connections/{CID}/faults", json=rule)
             assert added.status_code == 201, added.text
         refused = twin.admin("POST", f"/connections/{CID}/faults", json=rule)
-        assert_problem(refused, 400, f"at most {MAX_RULES} rules per connection")
+        assert_problem(refused, 429, "at most 5 rules per connection")
+        assert refused.json()["type"] == "urn:apitwin:limit_exceeded"
+        async with Client(f"{twin.origin}/mcp") as client:
+            result = await client.call_tool(
+                "add_fault", {"connection_id": CID, "kind": "status", "params": {"status": 503}}
+            )
+            assert result.is_error
+            assert "at most 5 rules per connection" in result.content[0].text
         listed = twin.admin("GET", f"/connections/{CID}/faults").raise_for_status()
-        assert len(listed.json()["faults"]) == MAX_RULES
+        assert len(listed.json()["faults"]) == 5
+        # Clearing one makes room again.
+        first = listed.json()["faults"][0]["id"]
+        cleared = twin.admin("DELETE", f"/connections/{CID}/faults", params={"rule_id": first})
+        assert cleared.status_code == 200, cleared.text
+        again = twin.admin("POST", f"/connections/{CID}/faults", json=rule)
+        assert again.status_code == 201, again.text
+
+
+def test_fault_rules_default_is_documented() -> None:
+    assert Limits().fault_rules == MAX_RULES == 100
 
 
 # -- spec size and the settings themselves --------------------------------------------------------

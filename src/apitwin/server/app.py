@@ -334,6 +334,7 @@ def apply_limits(twin: TwinService, limits: Limits) -> None:
     twin.journal.body_limit = limits.journal_body_bytes
     twin.outbox.max_pending = limits.pending_deliveries
     twin.connections.max_connections = limits.connections
+    twin.faults.max_rules = limits.fault_rules
 
 
 def _declared_length(scope: Scope) -> int:

@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, Any, cast
 import jsonschema_rs
 
 from apitwin.changes import Change, Listener
-from apitwin.errors import InvalidInputError, NotFoundError
-from apitwin.faults import FaultError
+from apitwin.errors import InvalidInputError, LimitExceededError, NotFoundError
+from apitwin.faults import FaultError, TooManyRulesError
 from apitwin.schemanav import deref, properties
 from apitwin.service import actions, seeding
 from apitwin.service.actions import Action
@@ -468,6 +468,8 @@ class ControlService:
         handle = self.handle(connection_id)
         try:
             added = await handle.twin.faults.add(handle.connection.client_id, dict(rule))
+        except TooManyRulesError as exc:
+            raise LimitExceededError(str(exc), field=exc.field) from None
         except FaultError as exc:
             raise InvalidInputError(str(exc), field=getattr(exc, "field", None)) from None
         return added.as_dict(handle.twin.clock.now())
