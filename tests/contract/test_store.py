@@ -382,6 +382,42 @@ async def test_postgres_keeps_everything_across_reopen() -> None:
             await second.close()
 
 
+async def test_a_full_postgres_disk_is_a_storage_full_error_and_nothing_is_applied() -> None:
+    import psycopg
+
+    from apitwin.errors import StorageFullError
+    from apitwin.state.postgres import PostgresStore
+
+    with fresh_database() as url:
+        store = PostgresStore(url)
+        await store.open()
+        try:
+            await store.write([Put(PROJECTS.key("p1"), {"n": 1})])
+            # The server raises what a full disk raises (SQLSTATE 53100) for the second insert.
+            with psycopg.connect(url, autocommit=True) as admin:
+                admin.execute(
+                    "CREATE FUNCTION full_disk() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+                    "IF NEW.id = 'p3' THEN RAISE EXCEPTION 'could not extend file' "
+                    "USING ERRCODE = 'disk_full'; END IF; RETURN NEW; END $$"
+                )
+                admin.execute(
+                    "CREATE TRIGGER full_disk BEFORE INSERT ON apitwin_items "
+                    "FOR EACH ROW EXECUTE FUNCTION full_disk()"
+                )
+            batch = [
+                Merge(PROJECTS.key("p1"), {"n": 2}),
+                Put(PROJECTS.key("p2"), {}),
+                Put(PROJECTS.key("p3"), {}),
+            ]
+            with pytest.raises(StorageFullError, match="disk is full; nothing of this change"):
+                await store.write(batch)
+            found = await store.get(PROJECTS.key("p1"))
+            assert found is not None and found.data == {"n": 1}
+            assert await store.get(PROJECTS.key("p2")) is None
+        finally:
+            await store.close()
+
+
 async def test_an_unreachable_postgres_server_is_a_clear_config_error() -> None:
     pytest.importorskip("psycopg", reason="the postgres extra is not installed")
     import socket

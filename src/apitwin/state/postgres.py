@@ -26,7 +26,7 @@ from psycopg import errors
 from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
-from apitwin.errors import ConfigError
+from apitwin.errors import ConfigError, StorageFullError
 from apitwin.state.store import (
     Clear,
     Delete,
@@ -215,7 +215,18 @@ class PostgresStore:
                 if attempt == _RETRIES - 1:
                     raise
                 await asyncio.sleep(0.01 * (attempt + 1))
+            except errors.DiskFull as exc:
+                raise storage_full(exc) from exc
         raise AssertionError("unreachable")
+
+
+def storage_full(exc: psycopg.Error) -> StorageFullError:
+    """SQLSTATE 53100: the server's disk is full; the transaction was rolled back whole."""
+    detail = exc.diag.message_primary or str(exc)
+    return StorageFullError(
+        f"the PostgreSQL server cannot write ({detail}): its disk is full; nothing of this "
+        "change was applied"
+    )
 
 
 async def _get(conn: Connection, key: Key, lock: str = "") -> Item | None:
