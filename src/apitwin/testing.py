@@ -82,10 +82,11 @@ def run_twin(
     import uvicorn
 
     from apitwin.server.app import create_app
+    from apitwin.server.transport import uvicorn_http_options
 
     if config is not None:
         loaded = load_config(config)
-        settings = Settings(twins=loaded.twins, db=db)
+        settings = Settings(twins=loaded.twins, db=db, limits=loaded.limits)
     elif spec is not None:
         settings = Settings(twins=(twin_for_spec(Path(spec), **options),), db=db)
     else:
@@ -94,7 +95,9 @@ def run_twin(
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+    # The same HTTP options as `apitwin serve`, so limits answer alike in a test suite.
+    http = uvicorn_http_options(settings.limits.request_header_bytes)
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on", **http))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + START_TIMEOUT

@@ -56,3 +56,21 @@ def test_a_missing_spec_setting_is_a_clear_failure(pytester: pytest.Pytester) ->
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
     result.stdout.fnmatch_lines(["*set apitwin_spec or apitwin_config*"])
     assert Path(str(pytester.path)).exists()
+
+
+def test_run_twin_applies_the_configs_limits_like_serve(tmp_path: Path) -> None:
+    (tmp_path / "openapi.yaml").write_bytes(EXAMPLE.read_bytes())
+    config = tmp_path / "apitwin.yaml"
+    config.write_text(
+        "server:\n  limits: {request_header_bytes: 4096, request_body_bytes: 2048}\n"
+        "twins:\n  - spec: openapi.yaml\n"
+    )
+    with run_twin(config=config) as twin:
+        big_header = httpx.get(twin.url + "/projects", headers={"x-pad": "a" * 8192})
+        assert big_header.status_code == 431
+        big_body = httpx.post(
+            twin.url + "/projects",
+            content=b"{" + b" " * 4096 + b"}",
+            headers={"content-type": "application/json"},
+        )
+        assert big_body.status_code == 413
