@@ -133,13 +133,19 @@ def test_text_log_has_one_line_per_request_and_no_secrets(tmp_path: Path) -> Non
     assert "/_apitwin" not in "\n".join(lines), "admin requests stay out of the request log"
 
 
-def test_json_log_is_one_object_per_line_without_secrets(tmp_path: Path) -> None:
+def test_json_log_is_one_object_per_line_with_secrets_only_where_created(
+    tmp_path: Path,
+) -> None:
     with serving(tmp_path, "--log-format", "json", ready='"message":"ready"') as server:
         fault_id = exercise(server.origin)
     records = [json.loads(line) for line in server.output.splitlines() if line.strip()]
     ready = next(r for r in records if r["message"] == "ready")
     assert ready["twins"][0]["api"] == f"{server.origin}/partner/v1"
-    assert ready["twins"][0]["connections"] == ["default", "acme-qa"]
+    connections = {c["client_id"]: c for c in ready["twins"][0]["connections"]}
+    assert list(connections) == ["default", "acme-qa"]
+    # Created by this process: shown in full once, as the text banner does.
+    assert connections["acme-qa"]["api_key"] == API_KEY
+    assert connections["acme-qa"]["client_secret"] == CLIENT_SECRET
     requests = [r for r in records if r["logger"] == "apitwin.requests"]
     assert [(r["connection"], r["operation"], r["status"]) for r in requests] == [
         ("acme-qa", "listProjects", 200),
@@ -155,8 +161,9 @@ def test_json_log_is_one_object_per_line_without_secrets(tmp_path: Path) -> None
     assert isinstance(first["latency_ms"], float)
     assert first["fault"] is None
     assert (requests[2]["fault"], requests[2]["fault_kind"]) == (fault_id, "status")
+    others = json.dumps([r for r in records if r is not ready])
     for secret in (API_KEY, CLIENT_SECRET, QUERY_SECRET):
-        assert secret not in server.output
+        assert secret not in others
 
 
 def test_log_level_warning_leaves_out_request_lines(tmp_path: Path) -> None:

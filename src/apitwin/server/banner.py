@@ -46,7 +46,8 @@ def banner(app: App, settings: Settings) -> str:
 
 
 def banner_fields(app: App, settings: Settings) -> dict[str, Any]:
-    """What the banner says, as fields of a JSON log record, without secrets."""
+    """What the banner says, as fields of a JSON log record: like the banner, a connection's
+    secrets are shown in full only by the process that created it, and masked otherwise."""
     host = settings.host if settings.host not in ("0.0.0.0", "::") else "127.0.0.1"
     origin = f"http://{host}:{settings.port}"
     return {
@@ -58,10 +59,17 @@ def banner_fields(app: App, settings: Settings) -> dict[str, Any]:
                 "title": twin.spec.title,
                 "api": f"{origin}{twin.base_path}",
                 "operations": len(twin.spec.operations),
-                "connections": [c.client_id for c in twin.connections.all()],
+                "connections": [
+                    _credentials(c.public(reveal=c.client_id in twin.connections.created_now))
+                    for c in twin.connections.all()
+                ],
             }
             for twin in app.twins
         ],
         "mcp": f"{origin}/mcp",
         "admin_api": f"{origin}/_apitwin/api",
     }
+
+
+def _credentials(shown: dict[str, Any]) -> dict[str, Any]:
+    return {name: shown[name] for name in ("client_id", "client_secret", "api_key")}
