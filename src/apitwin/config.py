@@ -108,6 +108,7 @@ class Limits:
     pending_deliveries: int = 10_000  # per connection; further events are refused (429)
     connections: int = 1000  # per twin; connect() beyond it is refused (429)
     fault_rules: int = 100  # per connection, active or spent (spent go first); beyond: 429
+    deliveries_kept: int = 10_000  # finished deliveries and messages per connection; oldest go
     spec_bytes: int = 64 * 1024 * 1024  # each spec file; larger ones are refused
 
 

@@ -331,3 +331,73 @@ def test_limits_in_the_config_are_checked(tmp_path: Path) -> None:
     assert "server.limits.connections: expected a number >= 1, got 0" in str(zero.value)
     defaults = load_config(write_config(tmp_path, "{}")).limits
     assert defaults == Limits()
+
+
+# -- webhook history ------------------------------------------------------------------------------
+
+
+def _wait_deliveries(twin: Twin, done: Any) -> list[dict[str, Any]]:
+    found: list[dict[str, Any]] = []
+    for _ in range(WAIT_ROUNDS):
+        answer = twin.admin("GET", f"/connections/{CID}/deliveries", params={"limit": 100})
+        found = answer.raise_for_status().json()["deliveries"]
+        if done(found):
+            return found
+        time.sleep(0.05)
+    raise AssertionError(f"deliveries never reached the expected state: {found}")
+
+
+def test_webhook_history_keeps_the_newest_finished_and_every_pending_delivery() -> None:
+    from conftest import Receiver
+
+    receiver = Receiver()
+    with serve(receiver) as hook, twin_with(deliveries_kept=5) as twin:
+        added = twin.admin(
+            "POST",
+            f"/connections/{CID}/endpoints",
+            json={"url": f"{hook}/hooks", "events": ["project.closed"]},
+        )
+        assert added.status_code == 201, added.text
+        sent = []
+        for _ in range(8):
+            answer = twin.admin(
+                "POST", f"/connections/{CID}/events", json={"event": "project.closed"}
+            )
+            assert answer.status_code == 201, answer.text
+            sent.extend(answer.json()["deliveries"])
+        # Pruning runs after each event here (a tenth of 5, at least 1): only the newest 5
+        # finished deliveries stay once all are delivered and one more pass has run.
+        _wait_deliveries(twin, lambda d: all(x["status"] == "succeeded" for x in d))
+        last = twin.admin("POST", f"/connections/{CID}/events", json={"event": "project.closed"})
+        sent.extend(last.json()["deliveries"])
+        kept = _wait_deliveries(
+            twin, lambda d: len(d) == 5 and all(x["status"] == "succeeded" for x in d)
+        )
+        assert [d["id"] for d in kept] == sent[-5:][::-1]  # newest first
+        pruned = twin.admin("GET", f"/connections/{CID}/deliveries/{sent[0]}")
+        assert pruned.status_code == 404
+        # A kept delivery still has its attempt log and can be sent again.
+        detail = twin.admin("GET", f"/connections/{CID}/deliveries/{sent[-1]}").json()
+        assert [a["response_status"] for a in detail["attempt_log"]] == [200]
+        again = twin.admin("POST", f"/connections/{CID}/deliveries/{sent[-1]}/redeliver")
+        assert again.status_code == 200, again.text
+
+        # Deliveries still waiting are never removed, however many there are.
+        closed = _closed_port()
+        failing = twin.admin(
+            "POST",
+            f"/connections/{CID}/endpoints",
+            json={"url": f"http://127.0.0.1:{closed}/hooks", "events": ["project.updated"]},
+        )
+        assert failing.status_code == 201, failing.text
+        waiting = []
+        for _ in range(7):
+            answer = twin.admin(
+                "POST", f"/connections/{CID}/events", json={"event": "project.updated"}
+            )
+            waiting.extend(answer.json()["deliveries"])
+        found = _wait_deliveries(
+            twin,
+            lambda d: sum(x["status"] == "pending" and x["attempts"] >= 1 for x in d) == 7,
+        )
+        assert {d["id"] for d in found if d["event"] == "project.updated"} == set(waiting)

@@ -335,6 +335,7 @@ def apply_limits(twin: TwinService, limits: Limits) -> None:
     twin.outbox.max_pending = limits.pending_deliveries
     twin.connections.max_connections = limits.connections
     twin.faults.max_rules = limits.fault_rules
+    twin.outbox.keep = limits.deliveries_kept
 
 
 def _declared_length(scope: Scope) -> int:

@@ -68,6 +68,9 @@ DEFAULT_SCHEME: Final = "standard-webhooks"
 DEFAULT_GRACE: Final = 86_400.0  # rotated-out secrets keep signing for a day (Svix's default)
 MAX_OLD_SECRETS: Final = 10  # Svix keeps at most ten
 MAX_ENDPOINTS_PER_CONNECTION: Final = 50
+KEEP_PER_CONNECTION: Final = 10_000  # default of server.limits.deliveries_kept
+FINISHED: Final = ("succeeded", "failed", "dropped")
+_PRUNE_BATCH: Final = 1_000  # deletions per pass, so one pass never holds the writer long
 ENDPOINT: Final = "endpoint"
 MESSAGE: Final = "message"
 DELIVERY: Final = "delivery"
@@ -219,6 +222,15 @@ class Outbox:
         self._listeners: list[Callable[[], None]] = []
         # Told of deliveries created or restarted, and of attempt outcomes (for watchers).
         self.changes = ChangeFeed()
+        # Retention: finished deliveries (with their attempts) and messages beyond the newest
+        # ``keep`` per connection are removed, checked every ``prune_every`` events.
+        self.keep = KEEP_PER_CONNECTION
+        self._since_prune: dict[str, int] = {}
+        self._pruning: set[asyncio.Task[None]] = set()
+
+    @property
+    def prune_every(self) -> int:
+        return max(1, min(100, self.keep // 10))
 
     def scope(self, conn: str, kind: str) -> Scope:
         return Scope(self.twin, conn, kind)
@@ -435,7 +447,89 @@ class Outbox:
         if len(ops) > 1:
             self._notify_soon()
             self._publish_soon(conn, ops)
+        self._count_for_pruning(conn)
         return ops, msg_id
+
+    # -- retention -------------------------------------------------------------------------
+
+    def _count_for_pruning(self, conn: str) -> None:
+        count = self._since_prune.get(conn, 0) + 1
+        if count < self.prune_every:
+            self._since_prune[conn] = count
+            return
+        self._since_prune[conn] = 0
+        # In the background, after the caller's write: pruning is housekeeping, never a reason
+        # for a request to wait or fail.
+        task = asyncio.get_running_loop().create_task(self._prune_quietly(conn))
+        self._pruning.add(task)
+        task.add_done_callback(self._pruning.discard)
+
+    async def _prune_quietly(self, conn: str) -> None:
+        try:
+            await self.prune(conn)
+        except Exception as exc:  # e.g. a full disk: the next pass tries again
+            log.warning("webhook history of %s not pruned: %s", conn, exc)
+
+    async def prune(self, conn: str) -> int:
+        """Remove the oldest finished deliveries (with their attempt logs) and the oldest
+        messages no delivery refers to, beyond the newest ``keep`` of each; pending and
+        in-flight deliveries are never touched. Returns how many items were removed."""
+        removed = 0
+        excess = await self.store.count(Query(self.scope(conn, DELIVERY))) - self.keep
+        if excess > 0:
+            removed += await self._prune_deliveries(conn, min(excess, _PRUNE_BATCH))
+        excess = await self.store.count(Query(self.scope(conn, MESSAGE))) - self.keep
+        if excess > 0:
+            removed += await self._prune_messages(conn, min(excess, _PRUNE_BATCH))
+        return removed
+
+    async def _prune_deliveries(self, conn: str, wanted: int) -> int:
+        ops: list[Op] = []
+        gone = 0
+        after = 0
+        while gone < wanted:
+            page = await self.store.query(
+                Query(self.scope(conn, DELIVERY), after_seq=after, limit=_PAGE)
+            )
+            for item in page:
+                if item.data.get("status") not in FINISHED:
+                    continue
+                attempts = await self.store.query(
+                    Query(self.scope(conn, ATTEMPT), parent=item.key.id, limit=1000)
+                )
+                ops.extend(Delete(a.key, must_exist=False) for a in attempts)
+                ops.append(Delete(item.key, must_exist=False))
+                gone += 1
+                if gone >= wanted:
+                    break
+            if len(page) < _PAGE:
+                break
+            after = page[-1].seq
+        if ops:
+            await self.store.write(ops)
+        return gone
+
+    async def _prune_messages(self, conn: str, wanted: int) -> int:
+        ops: list[Op] = []
+        after = 0
+        while len(ops) < wanted:
+            page = await self.store.query(
+                Query(self.scope(conn, MESSAGE), after_seq=after, limit=_PAGE)
+            )
+            for item in page:
+                referred = await self.store.count(
+                    Query(self.scope(conn, DELIVERY), parent=item.key.id, limit=1)
+                )
+                if not referred:
+                    ops.append(Delete(item.key, must_exist=False))
+                    if len(ops) >= wanted:
+                        break
+            if len(page) < _PAGE:
+                break
+            after = page[-1].seq
+        if ops:
+            await self.store.write(ops)
+        return len(ops)
 
     async def emit(
         self,
