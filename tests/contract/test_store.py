@@ -155,6 +155,24 @@ async def test_boolean_and_null_filters_match_json_values(store: Store) -> None:
     assert [i.key.id for i in found] == ["a"]
 
 
+async def test_any_of_filters_match_one_of_the_values(store: Store) -> None:
+    await store.write(
+        [
+            Put(PROJECTS.key("a"), {"tag": "dog", "n": 1}),
+            Put(PROJECTS.key("b"), {"tag": "cat", "n": 2}),
+            Put(PROJECTS.key("c"), {"tag": "bird", "n": 1}),
+            Put(PROJECTS.key("d"), {"n": 1}),
+        ]
+    )
+    both = Query(PROJECTS, any_of={"tag": ("dog", "bird")})
+    assert [i.key.id for i in await store.query(both)] == ["a", "c"]
+    assert await store.count(both) == 2
+    mixed = Query(PROJECTS, equals={"n": 1}, any_of={"tag": ("dog", "cat")})
+    assert [i.key.id for i in await store.query(mixed)] == ["a"]
+    assert await store.query(Query(PROJECTS, any_of={"tag": ()})) == []
+    assert [i.key.id for i in await store.query(Query(PROJECTS, any_of={"n": (2,)}))] == ["b"]
+
+
 async def test_connections_never_see_each_others_items(store: Store) -> None:
     await store.write(
         [Put(PROJECTS.key("p1"), {"who": "acme"}), Put(OTHER.key("p1"), {"who": "globex"})]

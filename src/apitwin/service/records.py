@@ -13,7 +13,7 @@ import random
 import re
 import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from apitwin.clock import VirtualClock
@@ -142,11 +142,13 @@ class Records:
     ) -> Page:
         limit = max(1, min(limit or resource.pagination.default_limit, MAX_PAGE))
         parent = self.parent_key(conn, resource, parent_id) if parent_id else None
-        base = Query(self.scope(conn, resource), parent=parent, equals=dict(filters or {}))
+        # A list value (an array query parameter) matches records whose field is any of them.
+        given = dict(filters or {})
+        equals = {k: v for k, v in given.items() if not isinstance(v, (list, tuple))}
+        any_of = {k: tuple(v) for k, v in given.items() if isinstance(v, (list, tuple))}
+        base = Query(self.scope(conn, resource), parent=parent, equals=equals, any_of=any_of)
         after = decode_cursor(cursor) if cursor else 0
-        query = Query(
-            base.scope, base.parent, base.equals, after_seq=after, offset=offset, limit=limit + 1
-        )
+        query = replace(base, after_seq=after, offset=offset, limit=limit + 1)
         found = await self.store.query(query)
         total = await self.store.count(base)
         items = found[:limit]

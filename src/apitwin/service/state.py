@@ -287,11 +287,15 @@ def _offset(resource: Resource, request: ValidRequest) -> int:
 
 
 def _filters(resource: Resource, request: ValidRequest) -> dict[str, Any]:
-    return {
-        field: request.query[param]
-        for param, field in resource.filters.items()
-        if param in request.query and not isinstance(request.query[param], (list, dict))
-    }
+    found: dict[str, Any] = {}
+    for param, field in resource.filters.items():
+        value = request.query.get(param)
+        if value is None or isinstance(value, dict):
+            continue
+        if isinstance(value, list):  # an array parameter: any of its values
+            value = [v for v in value if not isinstance(v, (list, dict))]
+        found[field] = value
+    return found
 
 
 def _json_schema(op: Operation, status: int) -> Schema | None:

@@ -659,13 +659,21 @@ def _parent_field(draft: _Draft, props: Mapping[str, _Node], schemas: _Schemas) 
 
 def _filters(op: Operation, props: Mapping[str, _Node], schemas: _Schemas) -> dict[str, str]:
     found: dict[str, str] = {}
-    for name in _query(op):
+    for name, param in _query(op).items():
         if name in _NOT_FILTERS:
             continue
         field_name = next((n for n in _spellings(name) if n in props), None)
+        if field_name is None and _is_array(param):
+            # `?tags=dog&tags=cat` filters the singular `tag` field: any of the values.
+            field_name = next((n for n in _spellings(singular(name)) if n in props), None)
         if field_name is not None and schemas.scalar(props[field_name]):
             found[name] = field_name
     return found
+
+
+def _is_array(param: Parameter) -> bool:
+    raw = param.schema.raw if param.schema is not None else None
+    return isinstance(raw, dict) and raw.get("type") == "array"
 
 
 class _Recursive(Exception):

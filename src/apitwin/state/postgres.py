@@ -351,6 +351,12 @@ def _where(query: Query) -> tuple[str, list[Any]]:
         # Compared as jsonb: true, 1 and "1" stay distinct, as JSON values are.
         clauses.append("(data -> %s)::jsonb = %s::jsonb")
         args.extend([name, _json(value)])
+    for name, values in query.any_of.items():
+        if not values:
+            clauses.append("FALSE")
+            continue
+        clauses.append(f"(data -> %s)::jsonb IN ({', '.join(['%s::jsonb'] * len(values))})")
+        args.extend([name, *(_json(v) for v in values)])
     return " AND ".join(clauses), args
 
 

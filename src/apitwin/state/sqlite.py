@@ -130,6 +130,12 @@ class SQLiteStore:
         for name, value in query.equals.items():
             clauses.append("json_extract(data, ?) = ?")
             args.extend([f'$."{name}"', _sql_value(value)])
+        for name, values in query.any_of.items():
+            if not values:
+                clauses.append("0")
+                continue
+            clauses.append(f"json_extract(data, ?) IN ({', '.join('?' * len(values))})")
+            args.extend([f'$."{name}"', *(_sql_value(v) for v in values)])
         return " AND ".join(clauses), args
 
     def _query(self, query: Query) -> list[Item]:

@@ -103,6 +103,8 @@ class Query:
     offset: int = 0
     limit: int = 100
     descending: bool = False
+    # A top-level JSON field equal to one of the values (`?tags=dog&tags=cat`); () matches nothing.
+    any_of: Mapping[str, tuple[Any, ...]] = field(default_factory=dict)
 
 
 class StoreError(Exception):
