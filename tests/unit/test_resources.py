@@ -812,13 +812,14 @@ def test_swagger_petstore() -> None:
         "create": "addPet",
         "read": "getPetById",
         "update": "updatePetWithForm",  # POST on the item, no PATCH
+        "replace": "updatePet",  # PUT /pet: the pet in the body, id included, names the record
         "delete": "deletePet",
         "action:uploadImage": "uploadFile",
     }
     assert pet.filters == {"status": "status"}
     assert (pet.collection_path, pet.item_path) == ("/pet", "/pet/{petId}")
-    # PUT /pet (no id in the path) and the second view are left to apitwin.yaml.
-    for op_id in ("updatePet", "findPetsByTags", "loginUser", "logoutUser"):
+    # The second view (by tags) and the session operations get no role.
+    for op_id in ("findPetsByTags", "loginUser", "logoutUser"):
         assert op_id not in rmap.roles
     assert rmap.resources["order"].collection_path == "/store/order"
     assert rmap.resources["user"].id_field == "username"

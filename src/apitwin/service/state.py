@@ -80,6 +80,8 @@ async def _dispatch(
         headers = _location(twin, op, resource, status, item.data, parent_id)
         headers += _etag_header(twin, resource, item)
         return StateResult(status, _body(twin, op, status, item.data), True, headers)
+    if item_id is None and role in ("replace", "update") and op.path == resource.collection_path:
+        item_id = _body_id(resource, request.body)  # `PUT /pet` names the pet in its body
     if item_id is None:
         return None
     body = request.body if isinstance(request.body, dict) else _query_fields(resource, request)
@@ -284,6 +286,11 @@ def _offset(resource: Resource, request: ValidRequest) -> int:
         limit = _number(_param(request, pagination.limit_param), 0) or pagination.default_limit
         return min(max(0, page - 1) * limit, MAX_OFFSET)
     return 0
+
+
+def _body_id(resource: Resource, body: Any) -> str | None:
+    value = body.get(resource.id_field) if isinstance(body, dict) else None
+    return str(value) if isinstance(value, (str, int)) and not isinstance(value, bool) else None
 
 
 def _filters(resource: Resource, request: ValidRequest) -> dict[str, Any]:

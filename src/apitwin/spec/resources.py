@@ -982,6 +982,7 @@ class _Inference:
         one = draft.plain if draft.kind == "singleton" else singular(draft.plain)
         id_field = _id_field(props, one, _path_param(draft), self.schemas)
         stamps = {n: k for n, p in props.items() if (k := _timestamp(n, p, self.schemas))}
+        self._body_id_writes(draft, id_field)
         lister = draft.ops.get("list")
         resource = Resource(
             name=draft.name,
@@ -1005,6 +1006,19 @@ class _Inference:
             operations=_ordered(draft.ops),
         )
         return self._corrected(resource, record, given) if given else resource
+
+    def _body_id_writes(self, draft: _Draft, id_field: str) -> None:
+        """`PUT /pet` with the pet (id included) in the body replaces that pet; PATCH updates."""
+        if draft.kind != "collection" or draft.collection_path is None:
+            return
+        methods = self.paths.get(draft.collection_path, {})
+        for method, role in (("put", "replace"), ("patch", "update")):
+            body = _body_schema(methods.get(method))
+            if role in draft.ops or body is None:
+                continue
+            node = self.schemas.of(body)
+            if self.schemas.kind(node) == "object" and id_field in self.schemas.properties(node):
+                draft.ops[role] = methods[method]
 
     def _field_schema(self, record: _Record, name: str) -> dict[str, Any] | None:
         """A record property's JSON Schema, self-contained (no `$defs`)."""
