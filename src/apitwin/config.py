@@ -21,6 +21,7 @@ import jsonschema_rs
 import yaml
 
 from apitwin.errors import ConfigError
+from apitwin.schemanav import json_type
 from apitwin.spec.refs import BoundedMerges, SpecLimits, check_shape
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -313,7 +314,7 @@ def _expected(name: str, kind: Any, value: Any, pointer: list[Any], message: str
     got = _shown(value, pointer)
     if name == "type":
         wanted = " or ".join(_a(t) for t in sorted(kind.types, key=lambda t: t == "null"))
-        given = _a(_json_type(value)) + ("" if value is None else f" ({got})")
+        given = _a(json_type(value)) + ("" if value is None else f" ({got})")
         return f"expected {wanted}, got {given}"
     if name == "enum":
         options = [str(o) for o in kind.options]
@@ -369,22 +370,6 @@ def _a(kind: str) -> str:
         "boolean": "true or false",
         "null": "nothing (null)",
     }.get(kind, kind)
-
-
-def _json_type(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int):
-        return "integer"
-    if isinstance(value, float):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, list):
-        return "array"
-    return "object"
 
 
 def _resolve(schema: dict[str, Any]) -> dict[str, Any]:

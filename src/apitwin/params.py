@@ -34,6 +34,7 @@ from urllib.parse import unquote, unquote_plus
 
 import orjson
 
+from apitwin.schemanav import json_type
 from apitwin.spec.model import Parameter, is_json_media
 
 __all__ = [
@@ -686,26 +687,10 @@ def _types(parts: list[dict[str, Any]]) -> frozenset[str] | None:
             inferred.add("array")
         values = part.get("enum")
         if isinstance(values, list):
-            inferred.update(_json_type(v) for v in values)
+            inferred.update(json_type(v) for v in values)
         if "const" in part:
-            inferred.add(_json_type(part["const"]))
+            inferred.add(json_type(part["const"]))
     return frozenset(inferred) if inferred else None
-
-
-def _json_type(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int):
-        return "integer"
-    if isinstance(value, float):
-        return "number"
-    if isinstance(value, list):
-        return "array"
-    if isinstance(value, dict):
-        return "object"
-    return "string"
 
 
 def _shape(schema: Any, root: dict[str, Any], depth: int, visiting: frozenset[int]) -> Shape:

@@ -9,6 +9,24 @@ import jsonschema_rs
 _MAX_HOPS = 16
 
 
+def json_type(value: Any) -> str:
+    """The JSON Schema type of a parsed JSON/YAML value (other scalars, e.g. YAML dates, are
+    written as strings)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int):
+        return "integer"
+    if isinstance(value, float):
+        return "number"
+    if isinstance(value, list):
+        return "array"
+    if isinstance(value, dict):
+        return "object"
+    return "string"
+
+
 def deref(root: dict[str, Any], node: Any) -> Any:
     for _ in range(_MAX_HOPS):
         ref = node.get("$ref") if isinstance(node, dict) else None
