@@ -62,7 +62,7 @@ async def call(app: Any, method: str, path: str, body: bytes) -> int:
     return status
 
 
-async def measure(case: str, count: int, profile: bool) -> None:
+async def measure(case: str, count: int, profile: bool, concurrency: int) -> None:
     work = Path(tempfile.mkdtemp(prefix="apitwin-hotpath-"))
     app = create_app(Settings(twins=(twin_for_spec(PETSTORE),), db=str(work / "hot.db")))
     await app.startup()
@@ -84,17 +84,25 @@ async def measure(case: str, count: int, profile: bool) -> None:
             profiler.start()
         started, cpu = time.perf_counter(), time.process_time()
         statuses: dict[int, int] = {}
-        for i in range(count):
-            payload = orjson_bytes({"id": 10**6 + i, "name": "G"}) if method == "POST" else body
-            got = await call(app, method, path, payload)
-            statuses[got] = statuses.get(got, 0) + 1
+        ids = iter(range(10**6, 10**6 + count))
+
+        async def client(requests: int) -> None:
+            for _ in range(requests):
+                payload = orjson_bytes({"id": next(ids), "name": "G"}) if method == "POST" else body
+                got = await call(app, method, path, payload)
+                statuses[got] = statuses.get(got, 0) + 1
+                await asyncio.sleep(0)  # a server's loop turns between requests: others run
+
+        clients = max(1, concurrency)
+        await asyncio.gather(*(client(count // clients) for _ in range(clients)))
+        count = count // clients * clients
         elapsed = time.perf_counter() - started
         cpu = time.process_time() - cpu
         if profiler is not None:
             profiler.stop()
             print(profiler.output_text(unicode=True, color=False))
         print(
-            f"{case}: {elapsed / count * 1e6:.0f} µs per request, "
+            f"{case} ({concurrency} clients): {elapsed / count * 1e6:.0f} µs per request, "
             f"{cpu / count * 1e6:.0f} µs CPU ({statuses})"
         )
     finally:
@@ -112,9 +120,12 @@ def main() -> None:
     parser.add_argument("cases", nargs="*", default=["A", "B", "C"])
     parser.add_argument("--count", type=int, default=3000)
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument(
+        "--concurrency", type=int, default=50, help="clients interleaved on the loop (as wrk -c)"
+    )
     args = parser.parse_args()
     for case in args.cases:
-        asyncio.run(measure(case, args.count, args.profile))
+        asyncio.run(measure(case, args.count, args.profile, args.concurrency))
 
 
 if __name__ == "__main__":

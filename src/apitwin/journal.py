@@ -8,13 +8,17 @@ masked, JSON and form bodies have sensitive fields masked, and every credential 
 request is then scrubbed from all text of the entry (path, bodies, headers, explanation). Binary
 (base64) bodies are kept as they are.
 
-Cost per request: one write, shared: the entries of requests that finish in the same turn of the
-event loop are stored in one transaction (group commit), and each request still returns only once
-its entry is stored, so a journal read after a request sees it. Every ``prune_every`` writes to a
-connection (default a tenth of the ring, at most 100) the oldest entries beyond ``ring_size`` are
-deleted by sequence number, so a connection holds at most ``ring_size + prune_every - 1`` entries,
-exactly ``ring_size`` after a prune. With several replicas each counts its own writes; the bound
-holds per replica.
+Cost per request: a request's exchange is queued as it is answered; entries are built and stored
+right after, in one transaction for every request answered meanwhile (group commit), so the
+response never waits for the journal. Every read of the journal (and a reset) first stores what is
+queued, so a read after a request sees it. On a shared store (several replicas) another replica
+cannot see this one's queue, so there a request returns only once its entry is stored. A queue
+longer than ``backlog`` makes requests wait for the write, so a store slower than the traffic
+slows the traffic instead of growing memory. Every ``prune_every`` writes to a connection (default
+a tenth of the ring, at most 100) the oldest entries beyond ``ring_size`` are deleted in the same
+transaction, so a connection holds at most ``ring_size + prune_every - 1`` entries, exactly
+``ring_size`` after a prune. With several replicas each counts its own writes; the bound holds
+per replica.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import base64
 import binascii
 import difflib
 import functools
+import logging
 import random
 import re
 import time
@@ -36,11 +41,11 @@ import orjson
 
 from apitwin.changes import Change, ChangeFeed
 from apitwin.clock import VirtualClock
-from apitwin.errors import InvalidInputError
+from apitwin.errors import InvalidInputError, StorageFullError
 from apitwin.http import MockResponse
 from apitwin.service.exchange import Exchange
 from apitwin.spec.model import SecurityScheme
-from apitwin.state.store import Clear, Delete, Item, Op, Put, Query, Scope, Store
+from apitwin.state.store import Clear, Item, Op, Put, Query, Scope, Store, Trim
 from apitwin.tenants import mask
 
 REQUEST_KIND: Final = "request"
@@ -49,6 +54,8 @@ DEFAULT_BODY_LIMIT: Final = 16 * 1024
 _DECODE_CAP: Final = 1 << 20  # bodies beyond this are masked on their first MiB only
 _MIN_SCRUB: Final = 6  # shorter values would mangle ordinary text
 _SCAN_BATCH: Final = 200
+DEFAULT_BACKLOG: Final = 5000
+log = logging.getLogger("apitwin")
 
 # Names (of headers, query parameters, body fields) whose values are credentials.
 SENSITIVE: Final = re.compile(
@@ -156,11 +163,16 @@ def _body_dict(body: BodyRecord) -> dict[str, Any]:
 
 
 @dataclass(slots=True)
-class _Batch:
-    """Journal writes waiting for the same transaction."""
+class _Queued:
+    """A finished exchange waiting for its entry to be built and stored."""
 
-    ops: list[Op]
-    task: asyncio.Task[None] | None = None
+    exchange: Exchange
+    entry_id: str
+    at: float
+    latency_ms: float
+    connection: str
+    fault: tuple[str | None, str | None]
+    entry: JournalEntry | None = None  # built already (``record``)
 
 
 @dataclass(frozen=True, slots=True)
@@ -241,8 +253,10 @@ class Journal:
         self.suggest = suggest
         self.body_limit = body_limit
         self.prune_every = prune_every or max(1, min(100, ring_size // 10))
+        self.backlog = DEFAULT_BACKLOG
         self._unpruned: dict[str, int] = {}
-        self._batch: _Batch | None = None
+        self._queue: list[_Queued] = []
+        self._writer: asyncio.Task[None] | None = None
         self.changes = ChangeFeed()  # told of every entry recorded
 
     def scope(self, conn: str) -> Scope:
@@ -256,57 +270,129 @@ class Journal:
         fault_kind: str | None = None,
         connection: str | None = None,
     ) -> JournalEntry | None:
-        """Journal a finished exchange (a shared write); ``connection`` overrides the identified."""
+        """Journal a finished exchange and wait until it is stored; returns the entry."""
+        queued = self._queue_exchange(exchange, fault_id, fault_kind, connection)
+        if queued is None:
+            return None
+        queued.entry = self._build(queued)
+        await self.flush()
+        return queued.entry
+
+    async def submit(
+        self,
+        exchange: Exchange,
+        fault_id: str | None = None,
+        *,
+        fault_kind: str | None = None,
+        connection: str | None = None,
+    ) -> None:
+        """Journal a finished exchange: queued now, built and stored right after.
+
+        Waits for the write only where a reader could otherwise miss the entry (a shared store)
+        or when the queue is longer than ``backlog``.
+        """
+        if self._queue_exchange(exchange, fault_id, fault_kind, connection) is None:
+            return
+        if self.store.shared or len(self._queue) > self.backlog:
+            await self.flush()
+
+    def _queue_exchange(
+        self,
+        exchange: Exchange,
+        fault_id: str | None,
+        fault_kind: str | None,
+        connection: str | None,
+    ) -> _Queued | None:
         if exchange.response is None:
             return None
         latency = max(0.0, time.perf_counter() - exchange.started)
-        entry = build_entry(
+        queued = _Queued(
             exchange,
-            entry_id=f"req_{_ids.getrandbits(64):016x}",
-            at=self.clock.now() - latency,
-            latency_ms=round(latency * 1000, 2),
-            connection=exchange.connection if connection is None else connection,
+            f"req_{_ids.getrandbits(64):016x}",
+            self.clock.now() - latency,
+            round(latency * 1000, 2),
+            exchange.connection if connection is None else connection,
+            (fault_id, fault_kind),
+        )
+        self._queue.append(queued)
+        if self._writer is None:
+            self._writer = asyncio.get_running_loop().create_task(self._write())
+        return queued
+
+    async def flush(self) -> None:
+        """Store every queued entry (a reader calls this first, to see what was answered).
+
+        A reader on another event loop (a test driving the service beside a server's thread)
+        waits on the writer's loop; if that loop has stopped, it stores the queue itself.
+        """
+        while (writer := self._writer) is not None:
+            loop = writer.get_loop()
+            if loop is asyncio.get_running_loop():
+                # Shielded: a reader cancelled meanwhile must not cancel the others' write.
+                await asyncio.shield(writer)
+            elif loop.is_running():
+                await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(self.flush(), loop))
+            else:
+                self._writer = None
+                queued, self._queue = self._queue, []
+                if queued:
+                    await self._store(queued)
+
+    async def _write(self) -> None:
+        try:
+            await asyncio.sleep(0)  # one turn of the loop: requests answered now join this write
+            while self._queue:
+                queued, self._queue = self._queue, []
+                try:
+                    await self._store(queued)
+                except StorageFullError as exc:
+                    # Reads keep working on a full disk; only their journal entries are lost.
+                    log.warning("%d request(s) not journalled: %s", len(queued), exc.message)
+                except Exception:
+                    log.exception("%d request(s) not journalled", len(queued))
+        finally:
+            self._writer = None
+
+    async def _store(self, queued: list[_Queued]) -> None:
+        ops: list[Op] = []
+        entries: list[JournalEntry] = []
+        for item in queued:
+            entry = item.entry or self._build(item)
+            entries.append(entry)
+            ops.append(
+                Put(self.scope(entry.connection).key(entry.id), _to_data(entry), now=entry.at)
+            )
+        for conn in {entry.connection for entry in entries}:
+            unpruned = self._unpruned.get(conn, 0) + sum(e.connection == conn for e in entries)
+            if unpruned >= self.prune_every:
+                ops.append(Trim(self.scope(conn), self.ring_size))
+                unpruned = 0
+            self._unpruned[conn] = unpruned
+        await self.store.write(ops)
+        for entry in entries:
+            self.changes.publish(Change("request", entry.connection, entry.id))
+
+    def _build(self, queued: _Queued) -> JournalEntry:
+        return build_entry(
+            queued.exchange,
+            entry_id=queued.entry_id,
+            at=queued.at,
+            latency_ms=queued.latency_ms,
+            connection=queued.connection,
             redaction=self.redaction,
             body_limit=self.body_limit,
             suggest=self.suggest,
-            fault=(fault_id, fault_kind),
+            fault=queued.fault,
         )
-        conn = entry.connection
-        await self._commit(Put(self.scope(conn).key(entry.id), _to_data(entry), now=entry.at))
-        self.changes.publish(Change("request", conn, entry.id))
-        self._unpruned[conn] = self._unpruned.get(conn, 0) + 1
-        if self._unpruned[conn] >= self.prune_every:
-            self._unpruned[conn] = 0
-            await self.prune(conn)
-        return entry
 
-    async def _commit(self, op: Op) -> None:
-        """Join the open batch (or open one) and wait until it is stored."""
-        batch = self._batch
-        if batch is None:
-            batch = self._batch = _Batch([])
-            batch.task = asyncio.create_task(self._flush(batch))
-        batch.ops.append(op)
-        assert batch.task is not None
-        # Shielded: a request cancelled meanwhile must not cancel the others' write.
-        await asyncio.shield(batch.task)
-
-    async def _flush(self, batch: _Batch) -> None:
-        await asyncio.sleep(0)  # one turn of the loop: requests finishing now join this batch
-        if self._batch is batch:
-            self._batch = None
-        await self.store.write(batch.ops)
-
-    async def prune(self, conn: str) -> int:
-        """Delete the oldest entries beyond the ring size; returns how many went."""
-        excess = await self.store.count(Query(self.scope(conn))) - self.ring_size
-        if excess <= 0:
-            return 0
-        oldest = await self.store.query(Query(self.scope(conn), limit=excess))
-        await self.store.write([Delete(item.key, must_exist=False) for item in oldest])
-        return len(oldest)
+    async def prune(self, conn: str) -> None:
+        """Delete the oldest entries beyond the ring size."""
+        await self.flush()
+        await self.store.write([Trim(self.scope(conn), self.ring_size)])
+        self._unpruned[conn] = 0
 
     async def get(self, conn: str, entry_id: str) -> JournalEntry | None:
+        await self.flush()
         item = await self.store.get(self.scope(conn).key(entry_id))
         return JournalEntry.from_dict(item.data) if item else None
 
@@ -327,6 +413,7 @@ class Journal:
     ) -> JournalPage:
         filters = Filters(operation, method, status, since, until, text, fault)
         limit = max(1, min(limit, 500))
+        await self.flush()
         items = await self._scan(conn, filters, _cursor(cursor), newest_first, limit + 1)
         more = len(items) > limit
         entries = [JournalEntry.from_dict(item.data) for item in items[:limit]]
@@ -345,11 +432,13 @@ class Journal:
         fault: str | bool | None = None,
     ) -> int:
         filters = Filters(operation, method, status, since, until, text, fault)
+        await self.flush()
         if not filters.scans:
             return await self.store.count(Query(self.scope(conn), equals=filters.equals()))
         return len(await self._scan(conn, filters, 0, False, None))
 
     async def clear(self, conn: str | None = None) -> None:
+        await self.flush()
         await self.store.write([Clear(self.twin, conn, (REQUEST_KIND,))])
 
     async def _scan(

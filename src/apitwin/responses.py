@@ -25,9 +25,53 @@ _MESSAGE_FIELDS = ("message", "detail", "error_description", "description", "err
 _LIST_FIELDS = ("errors", "details", "violations", "problems", "fieldErrors", "field_errors")
 
 
+class StableRandom(random.Random):
+    """A ``random.Random`` seeded from ``parts`` on its first draw, with the same sequence.
+
+    Most responses (stored records) draw nothing, and seeding costs more than the rest of
+    building such a response. Every method of ``random.Random`` draws through ``random`` or
+    ``getrandbits``, so overriding both seeds it in time.
+    """
+
+    def __new__(cls, parts: tuple[object, ...]) -> StableRandom:
+        # A cheap placeholder state (the C constructor seeds from its argument), replaced later.
+        return random.Random.__new__(cls, 0)  # type: ignore[call-arg]
+
+    def __init__(self, parts: tuple[object, ...]) -> None:  # not seeded yet, on purpose
+        self._parts: tuple[object, ...] | None = parts
+        self.gauss_next = None
+
+    def _seed_now(self, parts: tuple[object, ...]) -> None:
+        self._parts = None
+        random.Random.seed(self, zlib.crc32(repr(parts).encode()))
+
+    def random(self) -> float:
+        if self._parts is not None:
+            self._seed_now(self._parts)
+        return super().random()
+
+    def getrandbits(self, k: int, /) -> int:
+        if self._parts is not None:
+            self._seed_now(self._parts)
+        return super().getrandbits(k)
+
+    def seed(self, *args: Any, **kwargs: Any) -> None:
+        self._parts = None
+        super().seed(*args, **kwargs)
+
+    def getstate(self) -> tuple[Any, ...]:
+        if self._parts is not None:
+            self._seed_now(self._parts)
+        return super().getstate()
+
+    def setstate(self, state: tuple[Any, ...]) -> None:
+        self._parts = None
+        super().setstate(state)
+
+
 def stable_rng(*parts: object) -> random.Random:
     """A generator seeded from the request's identity, so the same request gets the same data."""
-    return random.Random(zlib.crc32(repr(parts).encode()))
+    return StableRandom(parts)
 
 
 def example_is_valid(media: MediaType, value: Any) -> bool:

@@ -24,6 +24,7 @@ from apitwin.state.store import (
     Scope,
     Store,
     StoreError,
+    Trim,
     merge_patch,
 )
 from pgserver import fresh_database
@@ -195,6 +196,19 @@ async def test_clear_resets_one_connection_or_a_whole_twin(store: Store) -> None
     assert await store.get(OTHER.key("p1")) is not None
     await store.write([Clear("twin")])
     assert await store.get(OTHER.key("p1")) is None
+
+
+async def test_trim_keeps_the_newest_items_of_one_scope(store: Store) -> None:
+    await store.write([Put(PROJECTS.key(f"p{i}"), {"i": i}) for i in range(5)])
+    await store.write([Put(OTHER.key("p0"), {}), Put(EXPERTS.key("e0"), {})])
+    await store.write([Trim(PROJECTS, 10)])  # fewer than kept: nothing goes
+    assert await store.count(Query(PROJECTS)) == 5
+    await store.write([Put(PROJECTS.key("p5"), {"i": 5}), Trim(PROJECTS, 2)])
+    assert [i.data["i"] for i in await store.query(Query(PROJECTS))] == [4, 5]
+    assert await store.get(OTHER.key("p0")) is not None  # other scopes untouched
+    assert await store.get(EXPERTS.key("e0")) is not None
+    await store.write([Trim(PROJECTS, 0)])
+    assert await store.count(Query(PROJECTS)) == 0
 
 
 async def test_concurrent_merges_lose_no_update(store: Store) -> None:

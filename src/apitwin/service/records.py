@@ -56,7 +56,7 @@ class Page:
     items: list[Item]
     next_cursor: str | None
     has_more: bool
-    total: int
+    total: int | None  # None when not asked for (counting costs a scan)
 
 
 @dataclass(slots=True)
@@ -139,6 +139,7 @@ class Records:
         cursor: str | None = None,
         limit: int | None = None,
         offset: int = 0,
+        count: bool = True,
     ) -> Page:
         limit = max(1, min(limit or resource.pagination.default_limit, MAX_PAGE))
         parent = self.parent_key(conn, resource, parent_id) if parent_id else None
@@ -150,7 +151,7 @@ class Records:
         after = decode_cursor(cursor) if cursor else 0
         query = replace(base, after_seq=after, offset=offset, limit=limit + 1)
         found = await self.store.query(query)
-        total = await self.store.count(base)
+        total = await self.store.count(base) if count else None
         items = found[:limit]
         has_more = len(found) > limit
         next_cursor = encode_cursor(items[-1].seq) if has_more and items else None

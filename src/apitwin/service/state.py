@@ -67,6 +67,7 @@ async def _dispatch(
             cursor=cursor,
             limit=_limit(request, resource),
             offset=_offset(resource, request),
+            count=resource.envelope.total_field is not None,
         )
         return StateResult(status, _list_body(twin, op, resource, page, status), True)
     if role == "create":

@@ -68,6 +68,7 @@ from apitwin.webhooks.outbox import ChangeEvents, Outbox, collecting
 from apitwin.webhooks.safety import AllowList
 
 CONNECTION_HEADER = "x-apitwin-connection"
+_DRAWN_HEADERS_KEPT = 4096
 log = logging.getLogger("apitwin")
 
 
@@ -137,6 +138,7 @@ class TwinService:
         self.observers: list[Observer] = []
         self.state_stage: StateStage | None = state.apply
         self._dynamic = itertools.count()
+        self._drawn_headers: dict[tuple[object, ...], list[tuple[str, str]]] = {}
 
     async def start(self) -> None:
         await self.connections.load(self.config.connections)
@@ -148,6 +150,7 @@ class TwinService:
 
     async def stop(self) -> None:
         await self.dispatcher.stop()
+        await self.journal.flush()
 
     async def seed_connection(self, client_id: str) -> int:
         """Seed a connection once: the twin's fixtures, then its own (config), then examples."""
@@ -160,6 +163,7 @@ class TwinService:
 
     async def reset(self, client_id: str) -> int:
         """Back to seed data: records, journal, deliveries and faults go; endpoints stay."""
+        await self.journal.flush()  # queued entries must not outlive the reset
         await self.store.write([Clear(self.name, client_id, keep=("endpoint",))])
         self.outbox.invalidate(client_id)
         return await self.seed_connection(client_id)
@@ -197,16 +201,12 @@ class TwinService:
         if plan is not None and plan.kind == "webhook_before_response":
             await self._webhook_first(exchange, plan, enqueued)
         connection = exchange.connection or self._named_connection(request)
-        try:
-            await self.journal.record(
-                exchange,
-                plan.rule_id if plan else None,
-                fault_kind=plan.kind if plan else None,
-                connection=connection,
-            )
-        except StorageFullError as exc:
-            # Reads keep working on a full disk; only their journal entry is lost.
-            log.warning("request not journalled: %s", exc.message)
+        await self.journal.submit(
+            exchange,
+            plan.rule_id if plan else None,
+            fault_kind=plan.kind if plan else None,
+            connection=connection,
+        )
         if request_log.isEnabledFor(logging.INFO):
             self._log_request(exchange, connection)
         for observer in self.observers:
@@ -477,7 +477,13 @@ class TwinService:
             return error_response(op, media.status, media.message, [], self.generator)
         rng = stable_rng(self.seed, op.operation_id, state.status, request.path, request.query)
         choice = Choice(state.status, response, media, None)
-        rendered = self.render(op, choice, rng, request.method == "HEAD", state)
+        # The declared headers are drawn from ``rng`` alone (the body is the stored record's), so
+        # they are the same every time this request is answered: drawn once.
+        key = (op.operation_id, state.status, request.path, request.query)
+        cacheable = state.has_value or media is None
+        rendered = self.render(
+            op, choice, rng, request.method == "HEAD", state, headers_key=key if cacheable else None
+        )
         rendered.headers.extend(state.headers)
         return rendered
 
@@ -488,16 +494,21 @@ class TwinService:
         rng: random.Random,
         head: bool,
         state: StateResult | None = None,
+        *,
+        headers_key: tuple[object, ...] | None = None,
     ) -> MockResponse:
         headers: list[tuple[str, str]] = []
         body = b""
-        if choice.response is not None:
+        if choice.response is not None and choice.response.headers:
+            declared = self._drawn_headers.get(headers_key) if headers_key else None
+            if declared is None:
+                declared = header_values(choice.response.headers, self.generator, rng)
+                if headers_key is not None:
+                    if len(self._drawn_headers) >= _DRAWN_HEADERS_KEPT:
+                        del self._drawn_headers[next(iter(self._drawn_headers))]
+                    self._drawn_headers[headers_key] = declared
             skip = {h[0].lower() for h in state.headers} if state else set()
-            headers = [
-                h
-                for h in header_values(choice.response.headers, self.generator, rng)
-                if h[0].lower() not in skip
-            ]
+            headers = [h for h in declared if h[0].lower() not in skip]
         if choice.media is not None:
             if state is not None and state.has_value:
                 value = state.value

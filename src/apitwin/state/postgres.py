@@ -38,6 +38,7 @@ from apitwin.state.store import (
     Query,
     Require,
     StoreError,
+    Trim,
     merge_patch,
 )
 
@@ -261,8 +262,23 @@ async def _apply(conn: Connection, index: int, op: Op) -> Item | None:
         if await _get(conn, op.key, "FOR KEY SHARE") is None:
             raise StoreError("missing", op.key, index)
         return None
+    if isinstance(op, Trim):
+        await _trim(conn, op)
+        return None
     await _clear(conn, op)
     return None
+
+
+async def _trim(conn: Connection, op: Trim) -> None:
+    scope = op.scope
+    where = "twin=%s AND conn=%s AND kind=%s"
+    args = (scope.twin, scope.conn, scope.kind)
+    # The (keep+1)-th newest and everything older go; NULL (too few items) deletes nothing.
+    await conn.execute(
+        f"DELETE FROM apitwin_items WHERE {where} AND seq <= "
+        f"(SELECT seq FROM apitwin_items WHERE {where} ORDER BY seq DESC LIMIT 1 OFFSET %s)",
+        (*args, *args, max(0, op.keep)),
+    )
 
 
 async def _claim(conn: Connection, index: int, op: Merge) -> Item | None:

@@ -33,6 +33,7 @@ from apitwin.state.store import (
     Query,
     Require,
     StoreError,
+    Trim,
     merge_patch,
 )
 
@@ -49,6 +50,7 @@ SCHEMA = [
     "CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL)",
 ]
 _COLUMNS = "twin, conn, kind, id, parent, seq, version, data, created, updated"
+_INSERT = f"INSERT INTO items ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?)"
 
 
 class SQLiteStore:
@@ -230,10 +232,31 @@ class SQLiteStore:
         if isinstance(op, Require):
             self._existing(index, op.key, None)
             return None
+        if isinstance(op, Trim):
+            self._trim(op)
+            return None
         self._clear(op)
         return None
 
+    def _trim(self, op: Trim) -> None:
+        scope = op.scope
+        where = "twin=? AND conn=? AND kind=?"
+        args = (scope.twin, scope.conn, scope.kind)
+        # The (keep+1)-th newest and everything older go; NULL (too few items) deletes nothing.
+        self.db.execute(
+            f"DELETE FROM items WHERE {where} AND seq <= "
+            f"(SELECT seq FROM items WHERE {where} ORDER BY seq DESC LIMIT 1 OFFSET ?)",
+            (*args, *args, max(0, op.keep)),
+        )
+
     def _put(self, index: int, op: Put) -> Item:
+        if op.expect is None or op.expect == "absent":
+            # New keys are the usual case (records, journal entries, deliveries): insert first.
+            item = self._insert(op)
+            if item is not None:
+                return item
+            if op.expect == "absent":
+                raise StoreError("exists", op.key, index)
         current = self._get(op.key)
         if op.expect == "absent" and current is not None:
             raise StoreError("exists", op.key, index)
@@ -250,6 +273,19 @@ class SQLiteStore:
         if expect is not None and current.version != expect:
             raise StoreError("conflict", key, index)
         return current
+
+    def _insert(self, op: Put) -> Item | None:
+        """Store ``op`` as a new item; None (and nothing changed) when its key exists."""
+        now = op.now or time.time()
+        key = op.key
+        data = orjson.dumps(op.data).decode()
+        row = (key.twin, key.conn, key.kind, key.id, op.parent, self._seq + 1, 1, data, now, now)
+        try:
+            self.db.execute(_INSERT, row)
+        except sqlite3.IntegrityError:
+            return None
+        self._seq += 1
+        return Item(key, dict(op.data), op.parent, self._seq, 1, now, now)
 
     def _store(self, key: Key, data: Any, parent: str, current: Item | None, now: float) -> Item:
         now = now or time.time()

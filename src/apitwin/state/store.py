@@ -91,7 +91,15 @@ class Clear:
     keep: tuple[str, ...] = ()  # kinds left alone (e.g. a connection's webhook endpoints)
 
 
-Op = Put | Merge | Delete | Require | Clear
+@dataclass(frozen=True, slots=True)
+class Trim:
+    """Remove the oldest items of one scope beyond the newest ``keep`` (a ring buffer's tail)."""
+
+    scope: Scope
+    keep: int
+
+
+Op = Put | Merge | Delete | Require | Clear | Trim
 
 
 @dataclass(frozen=True, slots=True)
