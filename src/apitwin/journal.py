@@ -63,6 +63,12 @@ SENSITIVE: Final = re.compile(
     r"|private[-_]?key|client[-_]?assertion",
     re.IGNORECASE,
 )
+# Every match of SENSITIVE contains one of these once casefolded: a substring test rules out most
+# texts far faster than the regex (which costs tens of µs on an ordinary response body).
+_SENSITIVE_STEMS: Final = (
+    "authori", "cookie", "api", "token", "secret", "passw", "credential", "session",
+    "signature", "private", "client",
+)  # fmt: skip
 # Fields named like credentials that only describe one ("token_type": "Bearer", "expires_in").
 _METADATA: Final = re.compile(r"(type|_in|_at|expires?|count|url|uri)$", re.IGNORECASE)
 _STATUS_CLASS: Final = re.compile(r"^[1-5]xx$", re.IGNORECASE)
@@ -653,7 +659,7 @@ def _decode(raw: bytes) -> str | None:
 
 
 def _mask_text(text: str, content_type: str, redaction: Redaction, found: _Secrets) -> str:
-    named = SENSITIVE.search(text) is not None or any(n in text for n in redaction.query)
+    named = _names_a_secret(text) or any(n in text for n in redaction.query)
     if not named:
         return text  # the usual case: nothing named like a credential anywhere
     if text.lstrip()[:1] in ("{", "["):
@@ -661,6 +667,11 @@ def _mask_text(text: str, content_type: str, redaction: Redaction, found: _Secre
     if "x-www-form-urlencoded" in content_type:
         return _mask_pairs(text, redaction, found)
     return text
+
+
+def _names_a_secret(text: str) -> bool:
+    folded = text.casefold()
+    return any(stem in folded for stem in _SENSITIVE_STEMS) and SENSITIVE.search(text) is not None
 
 
 def _mask_json(text: str, found: _Secrets) -> str:

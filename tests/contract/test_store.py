@@ -211,6 +211,26 @@ async def test_trim_keeps_the_newest_items_of_one_scope(store: Store) -> None:
     assert await store.count(Query(PROJECTS)) == 0
 
 
+async def test_batches_written_together_fail_alone(store: Store) -> None:
+    await store.write([Put(PROJECTS.key("taken"), {"v": 0})])
+    outcomes = await asyncio.gather(
+        store.write([Put(PROJECTS.key("a"), {"v": 1})]),
+        store.write(
+            [Put(PROJECTS.key("b"), {"v": 2}), Put(PROJECTS.key("taken"), {}, expect="absent")]
+        ),
+        store.write([Put(PROJECTS.key("c"), {"v": 3}), Merge(PROJECTS.key("a"), {"w": 1})]),
+        return_exceptions=True,
+    )
+    assert isinstance(outcomes[1], StoreError) and outcomes[1].index == 1
+    assert await store.get(PROJECTS.key("b")) is None  # the failed batch left nothing behind
+    assert (await store.get(PROJECTS.key("taken"))).data == {"v": 0}
+    merged = await store.get(PROJECTS.key("a"))
+    assert merged is not None and merged.data == {"v": 1, "w": 1} and merged.version == 2
+    assert (await store.get(PROJECTS.key("c"))).data == {"v": 3}
+    seqs = [i.seq for i in await store.query(Query(PROJECTS))]
+    assert seqs == sorted(seqs) and len(set(seqs)) == 3
+
+
 async def test_concurrent_merges_lose_no_update(store: Store) -> None:
     await store.write([Put(PROJECTS.key("p1"), {})])
 

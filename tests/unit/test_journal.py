@@ -8,11 +8,21 @@ from pathlib import Path
 
 import orjson
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from apitwin.clock import VirtualClock
 from apitwin.errors import InvalidInputError
 from apitwin.http import InboundRequest, MockResponse
-from apitwin.journal import Journal, JournalEntry, closest_operations, redaction_for, suggester
+from apitwin.journal import (
+    SENSITIVE,
+    Journal,
+    JournalEntry,
+    _names_a_secret,
+    closest_operations,
+    redaction_for,
+    suggester,
+)
 from apitwin.matching import Match, MatchKind
 from apitwin.service.exchange import Exchange
 from apitwin.spec.model import Operation, SecurityScheme
@@ -312,3 +322,11 @@ async def test_entries_survive_reopening_the_database(tmp_path: Path, clock: Vir
         assert await journal.count("acme", operation="submitExpert") == 1
     finally:
         await second.close()
+
+
+NEAR_SECRETS = ["ApI-KeY", "\u017fecret", "api\u212aey", "PRIVATE_key", "Session", "tok en"]
+
+
+@given(st.text() | st.builds("{}{}{}".format, st.text(), st.sampled_from(NEAR_SECRETS), st.text()))
+def test_the_quick_secret_test_agrees_with_the_pattern(text: str) -> None:
+    assert _names_a_secret(text) == (SENSITIVE.search(text) is not None)

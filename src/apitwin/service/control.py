@@ -25,12 +25,16 @@ from apitwin.spec.resources import Resource
 from apitwin.state.store import Item
 from apitwin.tenants import Connection
 from apitwin.webhooks.events import build_payload
+from apitwin.webhooks.outbox import collecting
 
 if TYPE_CHECKING:
     from apitwin.webhooks.outbox import DeliveryStatus
 
 MAX_LIMIT = 100
 DELIVERY_STATUSES = ("pending", "delivering", "succeeded", "failed", "dropped")
+
+# Unseeded payload data (seeding a generator from the OS per event costs more than the event).
+_PAYLOADS = random.Random()
 
 
 @dataclass(frozen=True, slots=True)
@@ -368,18 +372,17 @@ class ControlService:
             found,
             data,
             generator=twin.generator,
-            rng=random.Random(),
+            rng=_PAYLOADS,
             clock=twin.clock,
             overrides=overrides,
         )
-        message_id = await twin.outbox.emit(conn, event, payload)
-        deliveries = await twin.outbox.list_deliveries(conn, limit=100)
-        mine = [d for d in deliveries.items if d.get("message") == message_id]
+        with collecting() as enqueued:
+            message_id = await twin.outbox.emit(conn, event, payload)
         return {
             "message_id": message_id,
             "event": event,
             "payload": payload,
-            "deliveries": [d.get("id") for d in mine],
+            "deliveries": list(enqueued),
         }
 
     async def list_deliveries(

@@ -12,9 +12,9 @@ import base64
 import random
 import re
 import uuid
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar, cast
 
 from apitwin.clock import VirtualClock
 from apitwin.errors import ApitwinError, InvalidInputError, NotFoundError
@@ -51,6 +51,9 @@ class InvalidRecordError(ApitwinError):
     status = 422
 
 
+T = TypeVar("T")
+
+
 @dataclass(frozen=True, slots=True)
 class Page:
     items: list[Item]
@@ -81,6 +84,8 @@ class Records:
     emit: Any = None
     _counters: dict[tuple[str, str], int] = field(default_factory=dict)
     _checkers: dict[int, SubValidators] = field(default_factory=dict)
+    # Per resource, from its schemas (which never change): computed once, not per create.
+    _derived: dict[tuple[int, str], tuple[Resource, Any]] = field(default_factory=dict)
 
     # -- lookups -------------------------------------------------------------------------------
 
@@ -147,10 +152,11 @@ class Records:
         given = dict(filters or {})
         equals = {k: v for k, v in given.items() if not isinstance(v, (list, tuple))}
         any_of = {k: tuple(v) for k, v in given.items() if isinstance(v, (list, tuple))}
-        base = Query(self.scope(conn, resource), parent=parent, equals=equals, any_of=any_of)
+        scope = self.scope(conn, resource)
         after = decode_cursor(cursor) if cursor else 0
-        query = replace(base, after_seq=after, offset=offset, limit=limit + 1)
+        query = Query(scope, parent, equals, after, offset, limit + 1, any_of=any_of)
         found = await self.store.query(query)
+        base = Query(scope, parent=parent, equals=equals, any_of=any_of)
         total = await self.store.count(base) if count else None
         items = found[:limit]
         has_more = len(found) > limit
@@ -255,12 +261,17 @@ class Records:
         return await self.update(conn, resource, record_id, patch, verb=past_tense(action))
 
     async def _commit(self, ops: list[Op], change: Change, key: Key | None) -> Item:
+        events: list[Op] = []
         if self.emit is not None:
-            ops = [*ops, *await self.emit(change)]
+            events = await self.emit(change)
         try:
-            results = await self.store.write(ops)
+            results = await self.store.write([*ops, *events])
         except StoreError as exc:
             raise _translate(exc) from None
+        if events:
+            # Committed now: wake the sender (a wake-up before the commit may have found nothing).
+            self.emit.outbox.notify()
+        ops = [*ops, *events]
         if key is None:
             return Item(Key(self.twin, change.connection, "", ""), change.record)
         index = next(i for i, op in enumerate(ops) if getattr(op, "key", None) == key)
@@ -294,7 +305,17 @@ class Records:
             record.setdefault(name, value)
         return self.fill_required(resource, record, complete)
 
+    def _derive(self, resource: Resource, what: str, compute: Callable[[Resource], T]) -> T:
+        key = (id(resource), what)
+        cached = self._derived.get(key)
+        if cached is None or cached[0] is not resource:
+            cached = self._derived[key] = (resource, compute(resource))
+        return cast("T", cached[1])
+
     def _defaults(self, resource: Resource) -> dict[str, Any]:
+        return self._derive(resource, "defaults", self._find_defaults)
+
+    def _find_defaults(self, resource: Resource) -> dict[str, Any]:
         """Declared defaults: the create body's first (what the caller omitted), then the record's;
         server-set fields that may be null start as null."""
         found: dict[str, Any] = {}
@@ -412,11 +433,14 @@ class Records:
     def _nullable(self, resource: Resource, name: str) -> bool:
         return allows_null(self._root(resource), self._props(resource).get(name))
 
-    def _read_only(self, resource: Resource) -> set[str]:
+    def _read_only(self, resource: Resource) -> frozenset[str]:
+        return self._derive(resource, "read_only", self._find_read_only)
+
+    def _find_read_only(self, resource: Resource) -> frozenset[str]:
         root = self._root(resource)
-        return {
+        return frozenset(
             name for name, prop in self._props(resource).items() if keyword(root, prop, "readOnly")
-        }
+        )
 
     def _props(self, resource: Resource) -> dict[str, Any]:
         root = self._root(resource)

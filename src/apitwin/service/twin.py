@@ -64,7 +64,7 @@ from apitwin.tenants import DEFAULT_CONNECTION, Identity
 from apitwin.validation import Outcome, Violation, validate_request
 from apitwin.webhooks.delivery import Dispatcher
 from apitwin.webhooks.events import RequestContext, build_payload, callback_url, catalogue
-from apitwin.webhooks.outbox import ChangeEvents, Outbox, collecting
+from apitwin.webhooks.outbox import ChangeEvents, Outbox, collected, collecting
 from apitwin.webhooks.safety import AllowList
 
 CONNECTION_HEADER = "x-apitwin-connection"
@@ -138,6 +138,7 @@ class TwinService:
         self.observers: list[Observer] = []
         self.state_stage: StateStage | None = state.apply
         self._dynamic = itertools.count()
+        self._payloads = random.Random()  # callbacks' and rules' generated data: unseeded
         self._drawn_headers: dict[tuple[object, ...], list[tuple[str, str]]] = {}
 
     async def start(self) -> None:
@@ -187,19 +188,22 @@ class TwinService:
         exchange = Exchange(request, time.perf_counter())
         with collecting() as enqueued:
             try:
-                exchange.response = await self._run(exchange)
-            except GenerationError as exc:
-                op = exchange.match.operation if exchange.match else None
-                where = f" for {op.key}" if op else ""
-                detail = f"the spec's schema{where} cannot be satisfied: {exc}"
-                exchange.response = problem(500, detail)
-            except StorageFullError as exc:
-                # Not the partner's behaviour: the twin's own storage is full.
-                exchange.response = problem(507, exc.message)
-            await self.after_request(exchange)
-        plan = exchange.fault
-        if plan is not None and plan.kind == "webhook_before_response":
-            await self._webhook_first(exchange, plan, enqueued)
+                try:
+                    exchange.response = await self._run(exchange)
+                except GenerationError as exc:
+                    op = exchange.match.operation if exchange.match else None
+                    where = f" for {op.key}" if op else ""
+                    detail = f"the spec's schema{where} cannot be satisfied: {exc}"
+                    exchange.response = problem(500, detail)
+                except StorageFullError as exc:
+                    # Not the partner's behaviour: the twin's own storage is full.
+                    exchange.response = problem(507, exc.message)
+                await self.after_request(exchange)
+                plan = exchange.fault
+                if plan is not None and plan.kind == "webhook_before_response":
+                    await self._webhook_first(exchange, plan, enqueued)
+            finally:
+                self.dispatcher.release(enqueued)
         connection = exchange.connection or self._named_connection(request)
         await self.journal.submit(
             exchange,
@@ -278,7 +282,7 @@ class TwinService:
         if url is None:
             return  # the request did not carry the value the expression names
         payload = build_payload(
-            event, None, generator=self.generator, rng=random.Random(), clock=self.clock
+            event, None, generator=self.generator, rng=self._payloads, clock=self.clock
         )
         try:
             await self.outbox.emit(conn, name, payload, url=url, method=event.method)
@@ -294,7 +298,7 @@ class TwinService:
             event,
             record if isinstance(record, dict) else None,
             generator=self.generator,
-            rng=random.Random(),
+            rng=self._payloads,
             clock=self.clock,
         )
         ops, _ = await self.outbox.enqueue_ops(
@@ -332,6 +336,11 @@ class TwinService:
         plan = exchange.fault = await self.faults.plan_inbound(
             identity.connection, op.operation_id, request.method, match.template
         )
+        if plan is not None and plan.kind == "webhook_before_response":
+            # Enqueued by this request, attempted by it (before it answers), not by the worker.
+            enqueued = collected()
+            if enqueued is not None:
+                self.dispatcher.reserve(enqueued)
         injected = status_fault(plan) if plan is not None else None
         if injected is not None:
             return self.injected(op, injected)

@@ -5,6 +5,11 @@ each batch is one transaction. A call runs on the event loop's thread when the l
 typical statement takes microseconds, far less than handing the GIL to a thread and back) and
 queues on one worker thread behind a call in flight otherwise. The price: while another process
 holds the database's write lock, a write on the loop's thread waits for it (up to busy_timeout).
+
+Writes are group-committed: the batches of every task that writes in the same turn of the event
+loop share one transaction, each inside its own savepoint, so one batch failing (a conflict, a
+missing item) rolls back that batch alone. A commit costs several times a typical batch; under
+concurrent requests this is most of what a write costs.
 """
 
 from __future__ import annotations
@@ -13,11 +18,12 @@ import asyncio
 import sqlite3
 import threading
 import time
+import weakref
 from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import orjson
 
@@ -38,6 +44,7 @@ from apitwin.state.store import (
 )
 
 T = TypeVar("T")
+_Waiting = tuple[Sequence["Op"], "asyncio.Future[list[Item | None]]"]
 
 SCHEMA = [
     """CREATE TABLE IF NOT EXISTS items (
@@ -48,6 +55,10 @@ SCHEMA = [
     "CREATE INDEX IF NOT EXISTS items_scope ON items (twin, conn, kind, parent, seq)",
     "CREATE INDEX IF NOT EXISTS items_seq ON items (twin, conn, kind, seq)",
     "CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL)",
+    # The webhook dispatcher and the pending-delivery limit look deliveries up by status; without
+    # this, each lookup reads every delivery kept. Partial: no other kind pays for it.
+    "CREATE INDEX IF NOT EXISTS items_delivery_status ON items "
+    """(twin, conn, json_extract(data, '$."status"'), seq) WHERE kind = 'delivery'""",
 ]
 _COLUMNS = "twin, conn, kind, id, parent, seq, version, data, created, updated"
 _INSERT = f"INSERT INTO items ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?)"
@@ -63,6 +74,11 @@ class SQLiteStore:
         self._db: sqlite3.Connection | None = None
         self._seq = 0
         self._lock = threading.Lock()
+        # Batches waiting for the next group commit, per event loop (a test may drive one store
+        # from two loops; a future belongs to its loop).
+        self._waiting: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, list[_Waiting]]
+        self._waiting = weakref.WeakKeyDictionary()
+        self._committing: set[asyncio.Task[None]] = set()
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -124,20 +140,22 @@ class SQLiteStore:
 
     def _where(self, query: Query) -> tuple[str, list[Any]]:
         scope = query.scope
-        clauses = ["twin=?", "conn=?", "kind=?"]
-        args: list[Any] = [scope.twin, scope.conn, scope.kind]
+        # Kind and field paths are written into the statement, not bound: only then can SQLite
+        # match a partial or expression index (items_delivery_status) to the query.
+        clauses = ["twin=?", "conn=?", f"kind={_literal(scope.kind)}"]
+        args: list[Any] = [scope.twin, scope.conn]
         if query.parent is not None:
             clauses.append("parent=?")
             args.append(query.parent)
         for name, value in query.equals.items():
-            clauses.append("json_extract(data, ?) = ?")
-            args.extend([f'$."{name}"', _sql_value(value)])
+            clauses.append(f"json_extract(data, {_path(name)}) = ?")
+            args.append(_sql_value(value))
         for name, values in query.any_of.items():
             if not values:
                 clauses.append("0")
                 continue
-            clauses.append(f"json_extract(data, ?) IN ({', '.join('?' * len(values))})")
-            args.extend([f'$."{name}"', *(_sql_value(v) for v in values)])
+            clauses.append(f"json_extract(data, {_path(name)}) IN ({', '.join('?' * len(values))})")
+            args.extend(_sql_value(v) for v in values)
         return " AND ".join(clauses), args
 
     def _query(self, query: Query) -> list[Item]:
@@ -164,7 +182,88 @@ class SQLiteStore:
     # -- writes --------------------------------------------------------------------------------
 
     async def write(self, ops: Sequence[Op]) -> list[Item | None]:
-        return await self._run(lambda: self._write(ops))
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[list[Item | None]] = loop.create_future()
+        waiting = self._waiting.get(loop)
+        if waiting is None:
+            waiting = self._waiting[loop] = []
+            task = loop.create_task(self._commit_group(loop, waiting))
+            self._committing.add(task)
+            task.add_done_callback(self._committing.discard)
+        waiting.append((ops, future))
+        return await future
+
+    async def _commit_group(self, loop: asyncio.AbstractEventLoop, waiting: list[_Waiting]) -> None:
+        """Runs after the writers of this turn of the loop queued their batches."""
+        if self._waiting.get(loop) is waiting:
+            del self._waiting[loop]
+        try:
+            outcomes = await self._run(lambda: self._write_group([ops for ops, _ in waiting]))
+        except BaseException as exc:
+            for _, future in waiting:
+                if not future.done():
+                    future.set_exception(exc)
+            if not isinstance(exc, Exception):
+                raise
+            return
+        for (_, future), outcome in zip(waiting, outcomes, strict=True):
+            if future.done():
+                continue  # its writer was cancelled; the batch is stored all the same
+            if isinstance(outcome, BaseException):
+                future.set_exception(outcome)
+            else:
+                future.set_result(outcome)
+
+    def _write_group(self, group: list[Sequence[Op]]) -> list[list[Item | None] | BaseException]:
+        if len(group) == 1:
+            try:
+                return [self._write(group[0])]
+            except (StoreError, sqlite3.IntegrityError) as exc:
+                return [exc]
+        db = self.db
+        db.execute("BEGIN IMMEDIATE")
+        row = db.execute("SELECT value FROM counters WHERE name = 'seq'").fetchone()
+        self._seq = seq_before = max(self._seq, int(row[0])) if row else self._seq
+        outcomes: list[list[Item | None] | BaseException] = []
+        try:
+            for ops in group:
+                db.execute("SAVEPOINT batch")
+                seq_at = self._seq
+                try:
+                    outcomes.append([self._apply(index, op) for index, op in enumerate(ops)])
+                except Exception as exc:
+                    if not db.in_transaction:
+                        raise  # SQLite gave up the whole transaction (a full disk, ...)
+                    db.execute("ROLLBACK TO batch")
+                    self._seq = seq_at
+                    outcomes.append(exc)
+                db.execute("RELEASE batch")
+            self._save_seq(seq_before)
+            db.execute("COMMIT")
+        except BaseException as exc:
+            self._abort(seq_before, exc)
+        return outcomes
+
+    def _save_seq(self, seq_before: int) -> None:
+        if self._seq != seq_before:
+            self.db.execute(
+                "INSERT INTO counters (name, value) VALUES ('seq', ?) "
+                "ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+                (self._seq,),
+            )
+
+    def _abort(self, seq_before: int, exc: BaseException) -> NoReturn:
+        # SQLite rolls back by itself on some errors (a full disk among them); a second
+        # ROLLBACK would fail and hide the error that matters.
+        if self.db.in_transaction:
+            self.db.execute("ROLLBACK")
+        self._seq = seq_before
+        if isinstance(exc, sqlite3.Error) and _no_room(exc):
+            raise StorageFullError(
+                f"the database {self.path} cannot be written ({exc}): the disk is full or a "
+                "file size limit was reached; nothing of this change was applied"
+            ) from exc
+        raise exc
 
     def _write(self, ops: Sequence[Op], *, claim: bool = False) -> list[Item | None]:
         db = self.db
@@ -179,25 +278,10 @@ class SQLiteStore:
                 else self._apply(index, op)
                 for index, op in enumerate(ops)
             ]
-            if self._seq != seq_before:
-                db.execute(
-                    "INSERT INTO counters (name, value) VALUES ('seq', ?) "
-                    "ON CONFLICT (name) DO UPDATE SET value = excluded.value",
-                    (self._seq,),
-                )
+            self._save_seq(seq_before)
             db.execute("COMMIT")
         except BaseException as exc:
-            # SQLite rolls back by itself on some errors (a full disk among them); a second
-            # ROLLBACK would fail and hide the error that matters.
-            if db.in_transaction:
-                db.execute("ROLLBACK")
-            self._seq = seq_before
-            if isinstance(exc, sqlite3.Error) and _no_room(exc):
-                raise StorageFullError(
-                    f"the database {self.path} cannot be written ({exc}): the disk is full or a "
-                    "file size limit was reached; nothing of this change was applied"
-                ) from exc
-            raise
+            self._abort(seq_before, exc)
         return results
 
     async def claim(self, ops: Sequence[Merge]) -> list[Item | None]:
@@ -334,6 +418,16 @@ _NO_ROOM = frozenset(
 
 def _no_room(exc: sqlite3.Error) -> bool:
     return getattr(exc, "sqlite_errorname", "") in _NO_ROOM
+
+
+def _literal(text: str) -> str:
+    """``text`` as an SQL string literal."""
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _path(name: str) -> str:
+    """The JSON path of top-level field ``name``, as an SQL string literal."""
+    return _literal(f'$."{name}"')
 
 
 def _sql_value(value: Any) -> Any:

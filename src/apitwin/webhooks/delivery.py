@@ -188,6 +188,7 @@ class Dispatcher:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._inflight: dict[str, asyncio.Task[None]] = {}
+        self._reserved: list[list[str]] = []
         # Due deliveries from the last scan: draining a backlog does not rescan per attempt.
         self._queue: deque[Item] = deque()
         self._next_due: float | None = None
@@ -272,13 +273,25 @@ class Dispatcher:
         started = 0
         while self._queue and started < room:
             item = self._queue.popleft()
-            if item.key.id in self._inflight:
+            if item.key.id in self._inflight or self._is_reserved(item.key.id):
                 continue
             task = asyncio.create_task(self._deliver(item))
             self._inflight[item.key.id] = task
             task.add_done_callback(functools.partial(self._done, item.key.id))
             started += 1
         return started, self.clock.now() if self._queue else self._next_due
+
+    def reserve(self, delivery_ids: list[str]) -> None:
+        """Leave these deliveries (the list may still grow) to the caller until ``release``: a
+        request that must attempt its own webhooks before it answers."""
+        self._reserved.append(delivery_ids)
+
+    def release(self, delivery_ids: list[str]) -> None:
+        if self._reserved:
+            self._reserved = [ids for ids in self._reserved if ids is not delivery_ids]
+
+    def _is_reserved(self, delivery_id: str) -> bool:
+        return any(delivery_id in ids for ids in self._reserved)
 
     def _done(self, delivery_id: str, _task: asyncio.Task[None]) -> None:
         self._inflight.pop(delivery_id, None)
