@@ -211,6 +211,19 @@ async def test_trim_keeps_the_newest_items_of_one_scope(store: Store) -> None:
     assert await store.count(Query(PROJECTS)) == 0
 
 
+async def test_kinds_and_fields_with_quotes_are_data_not_sql(store: Store) -> None:
+    odd = Scope("twin", "acme", "record:o'brien\"s")
+    await store.write([Put(odd.key("1"), {"it's": "x"}), Put(odd.key("2"), {"it's": "y"})])
+    assert (await store.get(odd.key("1"))).data == {"it's": "x"}
+    assert [i.key.id for i in await store.query(Query(odd, equals={"it's": "y"}))] == ["2"]
+    await store.write([Trim(odd, 1)])
+    assert [i.key.id for i in await store.query(Query(odd))] == ["2"]
+    await store.write([Delete(odd.key("2"))])
+    assert await store.count(Query(odd)) == 0
+    await store.write([Put(odd.key("3"), {}), Clear("twin", "acme", (odd.kind,))])
+    assert await store.count(Query(odd)) == 0
+
+
 async def test_batches_written_together_fail_alone(store: Store) -> None:
     await store.write([Put(PROJECTS.key("taken"), {"v": 0})])
     outcomes = await asyncio.gather(
