@@ -375,6 +375,24 @@ async def test_sqlite_file_keeps_everything_across_reopen(tmp_path: Path) -> Non
         await second.close()
 
 
+async def test_sqlite_checkpoints_the_wal_in_the_background(tmp_path: Path) -> None:
+    path = tmp_path / "wal.db"
+    store = SQLiteStore(path)
+    await store.open()
+    try:
+        before = path.stat().st_size
+        await store.write([Put(PROJECTS.key(f"p{i}"), {"text": "x" * 1000}) for i in range(500)])
+        # No commit crosses a checkpoint threshold any more: the thread copies the WAL over.
+        for _ in range(100):
+            if path.stat().st_size > before + 400_000:
+                break
+            await asyncio.sleep(0.05)
+        assert path.stat().st_size > before + 400_000
+        assert await store.count(Query(PROJECTS)) == 500
+    finally:
+        await store.close()
+
+
 def test_merge_patch_follows_rfc_7396() -> None:
     assert merge_patch({"a": "b"}, {"a": "c"}) == {"a": "c"}
     assert merge_patch({"a": "b"}, {"b": "c"}) == {"a": "b", "b": "c"}

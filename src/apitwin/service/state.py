@@ -238,7 +238,7 @@ async def _singleton(
 
 def _query_fields(resource: Resource, request: ValidRequest) -> dict[str, Any] | None:
     """Writes that carry their values in the query (Swagger-era form updates)."""
-    if resource.schema is None:
+    if resource.schema is None or not request.query:
         return None
     root = resource.schema.json
     known = properties(root, root)

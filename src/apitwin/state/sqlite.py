@@ -15,6 +15,7 @@ concurrent requests this is most of what a write costs.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import sqlite3
 import threading
@@ -65,6 +66,7 @@ SCHEMA = [
     """(twin, conn, json_extract(data, '$."status"'), seq) WHERE kind = 'delivery'""",
 ]
 _COLUMNS = "twin, conn, kind, id, parent, seq, version, data, created, updated"
+CHECKPOINT_INTERVAL = 0.2  # seconds between checkpoints of the WAL
 _INSERT = f"INSERT INTO items ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?)"
 
 
@@ -83,6 +85,8 @@ class SQLiteStore:
         self._waiting: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, list[_Waiting]]
         self._waiting = weakref.WeakKeyDictionary()
         self._committing: set[asyncio.Task[None]] = set()
+        self._checkpointer: threading.Thread | None = None
+        self._stop_checkpoints = threading.Event()
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -103,8 +107,34 @@ class SQLiteStore:
         row = db.execute("SELECT value FROM counters WHERE name = 'seq'").fetchone()
         self._seq = int(row[0]) if row else 0
         self._db = db
+        if self.path != ":memory:":
+            # Checkpoints (copying the WAL into the database, with an fsync) are done by a thread
+            # of their own: done by the commit that crosses the WAL's threshold, as by default,
+            # they stall the event loop for tens to hundreds of milliseconds.
+            db.execute("PRAGMA wal_autocheckpoint=0")
+            self._stop_checkpoints.clear()
+            self._checkpointer = threading.Thread(
+                target=self._checkpoint_loop, name="apitwin-sqlite-checkpoint", daemon=True
+            )
+            self._checkpointer.start()
+
+    def _checkpoint_loop(self) -> None:
+        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        try:
+            db.execute("PRAGMA busy_timeout=5000")
+            while not self._stop_checkpoints.wait(CHECKPOINT_INTERVAL):
+                # PASSIVE: never waits for (nor blocks) the writer or readers. A failure (a full
+                # disk, say) is left to the next round; writes report it where it matters.
+                with contextlib.suppress(sqlite3.Error):
+                    db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        finally:
+            db.close()
 
     async def close(self) -> None:
+        self._stop_checkpoints.set()
+        if self._checkpointer is not None:
+            await asyncio.to_thread(self._checkpointer.join)
+            self._checkpointer = None
         if self._db is not None:
             await self._run(self._db.close)
             self._db = None
