@@ -250,6 +250,17 @@ class _ResourceIndex:
                 self.names.setdefault(_norm(alias), res.name)
             if res.schema is not None:
                 self.marks[res.name] = _record_mark(res.schema)
+        # Which resources a payload node can be, by its $ref key or its title: one lookup per
+        # node instead of a comparison per resource (GitHub's spec: 270 webhooks, 1,000s of
+        # nodes each, 100s of resources). Lists keep the marks' order: the first declared wins.
+        self.by_key: dict[str, list[str]] = {}
+        self.by_title: dict[str, list[str]] = {}
+        for name, (key, title) in self.marks.items():
+            if key is not None:
+                self.by_key.setdefault(key, []).append(name)
+            if title is not None:
+                self.by_title.setdefault(title, []).append(name)
+        self.order = {name: index for index, name in enumerate(self.marks)}
 
     def find(self, text: str) -> str | None:
         return self.names.get(_norm(text)) if text else None
@@ -283,14 +294,25 @@ class _ResourceIndex:
         if event.schema is None or not self.marks:
             return event
         root = event.schema.json
-        marks = self.marks
-        if event.resource is not None and event.resource in self.marks:
-            marks = {event.resource: self.marks[event.resource]}
+        only = event.resource if event.resource in self.marks else None
         for path, node in _paths(root):
-            for name, mark in marks.items():
-                if _is_record(root, node, mark):
-                    return replace(event, resource=name, record_path=path)
+            name = self._record_at(root, node, only)
+            if name is not None:
+                return replace(event, resource=name, record_path=path)
         return event
+
+    def _record_at(self, root: dict[str, Any], node: Any, only: str | None) -> str | None:
+        """The (first declared) resource whose record ``node`` is, if any."""
+        if not isinstance(node, dict):
+            return None
+        ref = node.get("$ref")
+        by_key = self.by_key.get(ref[len(_DEFS) :], ()) if isinstance(ref, str) else ()
+        if isinstance(ref, str) and not ref.startswith(_DEFS):
+            by_key = ()
+        title = _deref(root, node).get("title")
+        by_title = self.by_title.get(title, ()) if isinstance(title, str) else ()
+        found = [n for n in (*by_key, *by_title) if only is None or n == only]
+        return min(found, key=self.order.__getitem__) if found else None
 
 
 def _record_mark(schema: Schema) -> tuple[str | None, str | None]:
@@ -299,15 +321,6 @@ def _record_mark(schema: Schema) -> tuple[str | None, str | None]:
     key = ref[len(_DEFS) :] if isinstance(ref, str) and ref.startswith(_DEFS) else None
     title = _deref(root, root).get("title")
     return key, title if isinstance(title, str) and title else None
-
-
-def _is_record(root: dict[str, Any], node: Any, mark: tuple[str | None, str | None]) -> bool:
-    key, title = mark
-    if not isinstance(node, dict):
-        return False
-    if key is not None and node.get("$ref") == _DEFS + key:
-        return True
-    return title is not None and _deref(root, node).get("title") == title
 
 
 # -- walking bundled schemas ------------------------------------------------------------------
