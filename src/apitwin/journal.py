@@ -536,26 +536,35 @@ def build_entry(
     response_body = _body(response.body, response_type, body_limit, redaction, found)
     op = exchange.match.operation if exchange.match else None
     violations = _violations(exchange, response)
+    path, why = request.path, explain(exchange, response, suggest, fault[0])
+    if found.values:  # a credential was seen: no text of the entry may repeat it
+        path, query, why = found.scrub(path), found.scrub(query), found.scrub(why)
+        headers = {k: found.scrub(v) for k, v in headers.items()}
+        answer = [(k, found.scrub(v)) for k, v in answer]
+        request_body, response_body = (
+            _scrubbed(request_body, found),
+            _scrubbed(response_body, found),
+        )
     return JournalEntry(
         id=entry_id,
         at=at,
         connection=connection,
         method=request.method,
-        path=found.scrub(request.path),
-        query=found.scrub(query),
+        path=path,
+        query=query,
         operation=op.operation_id if op else response.operation_id,
         route=op.key if op else None,
-        request_headers={k: found.scrub(v) for k, v in headers.items()},
-        request_body=_scrubbed(request_body, found),
+        request_headers=headers,
+        request_body=request_body,
         valid=None if exchange.outcome is None else not exchange.outcome.violations,
         violations=violations,
         status=response.status,
-        response_headers=[(k, found.scrub(v)) for k, v in answer],
-        response_body=_scrubbed(response_body, found),
+        response_headers=answer,
+        response_body=response_body,
         latency_ms=latency_ms,
         fault=fault[0],
         fault_kind=fault[1],
-        why=found.scrub(explain(exchange, response, suggest, fault[0])),
+        why=why,
     )
 
 
