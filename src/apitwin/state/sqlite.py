@@ -46,7 +46,7 @@ from apitwin.state.store import (
 )
 
 T = TypeVar("T")
-_Waiting = tuple[Sequence["Op"], "asyncio.Future[list[Item | None]]"]
+_Waiting = tuple[Sequence["Op"], bool, "asyncio.Future[list[Item | None]]"]
 
 SCHEMA = [
     """CREATE TABLE IF NOT EXISTS items (
@@ -219,6 +219,12 @@ class SQLiteStore:
     # -- writes --------------------------------------------------------------------------------
 
     async def write(self, ops: Sequence[Op]) -> list[Item | None]:
+        return await self._grouped(ops, claim=False)
+
+    async def claim(self, ops: Sequence[Merge]) -> list[Item | None]:
+        return await self._grouped(ops, claim=True)
+
+    async def _grouped(self, ops: Sequence[Op], *, claim: bool) -> list[Item | None]:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[list[Item | None]] = loop.create_future()
         waiting = self._waiting.get(loop)
@@ -227,7 +233,7 @@ class SQLiteStore:
             task = loop.create_task(self._commit_group(loop, waiting))
             self._committing.add(task)
             task.add_done_callback(self._committing.discard)
-        waiting.append((ops, future))
+        waiting.append((ops, claim, future))
         return await future
 
     async def _commit_group(self, loop: asyncio.AbstractEventLoop, waiting: list[_Waiting]) -> None:
@@ -235,15 +241,15 @@ class SQLiteStore:
         if self._waiting.get(loop) is waiting:
             del self._waiting[loop]
         try:
-            outcomes = await self._run(lambda: self._write_group([ops for ops, _ in waiting]))
+            outcomes = await self._run(lambda: self._write_group([(o, c) for o, c, _ in waiting]))
         except BaseException as exc:
-            for _, future in waiting:
+            for _, _, future in waiting:
                 if not future.done():
                     future.set_exception(exc)
             if not isinstance(exc, Exception):
                 raise
             return
-        for (_, future), outcome in zip(waiting, outcomes, strict=True):
+        for (_, _, future), outcome in zip(waiting, outcomes, strict=True):
             if future.done():
                 continue  # its writer was cancelled; the batch is stored all the same
             if isinstance(outcome, BaseException):
@@ -251,10 +257,12 @@ class SQLiteStore:
             else:
                 future.set_result(outcome)
 
-    def _write_group(self, group: list[Sequence[Op]]) -> list[list[Item | None] | BaseException]:
+    def _write_group(
+        self, group: list[tuple[Sequence[Op], bool]]
+    ) -> list[list[Item | None] | BaseException]:
         if len(group) == 1:
             try:
-                return [self._write(group[0])]
+                return [self._write(*group[0])]
             except (StoreError, sqlite3.IntegrityError) as exc:
                 return [exc]
         db = self.db
@@ -263,11 +271,11 @@ class SQLiteStore:
         self._seq = seq_before = max(self._seq, int(row[0])) if row else self._seq
         outcomes: list[list[Item | None] | BaseException] = []
         try:
-            for ops in group:
+            for ops, claim in group:
                 db.execute("SAVEPOINT batch")
                 seq_at = self._seq
                 try:
-                    outcomes.append([self._apply(index, op) for index, op in enumerate(ops)])
+                    outcomes.append(self._apply_all(ops, claim))
                 except Exception as exc:
                     if not db.in_transaction:
                         raise  # SQLite gave up the whole transaction (a full disk, ...)
@@ -302,27 +310,26 @@ class SQLiteStore:
             ) from exc
         raise exc
 
-    def _write(self, ops: Sequence[Op], *, claim: bool = False) -> list[Item | None]:
+    def _write(self, ops: Sequence[Op], claim: bool = False) -> list[Item | None]:
         db = self.db
         db.execute("BEGIN IMMEDIATE")
         # Re-read under the write lock: another process may have written to the same file.
         row = db.execute("SELECT value FROM counters WHERE name = 'seq'").fetchone()
         self._seq = seq_before = max(self._seq, int(row[0])) if row else self._seq
         try:
-            results = [
-                self._claim(index, op)
-                if claim and isinstance(op, Merge)
-                else self._apply(index, op)
-                for index, op in enumerate(ops)
-            ]
+            results = self._apply_all(ops, claim)
             self._save_seq(seq_before)
             db.execute("COMMIT")
         except BaseException as exc:
             self._abort(seq_before, exc)
         return results
 
-    async def claim(self, ops: Sequence[Merge]) -> list[Item | None]:
-        return await self._run(lambda: self._write(ops, claim=True))
+    def _apply_all(self, ops: Sequence[Op], claim: bool) -> list[Item | None]:
+        """A claim's merges yield None instead of failing when their item moved on or went."""
+        return [
+            self._claim(index, op) if claim and isinstance(op, Merge) else self._apply(index, op)
+            for index, op in enumerate(ops)
+        ]
 
     @asynccontextmanager
     async def lock(self, name: str) -> AsyncIterator[None]:
