@@ -10,6 +10,7 @@ import pytest
 from apitwin.errors import SpecError
 from apitwin.logs import LoadProgress
 from apitwin.spec.loader import PHASES, Phase, load_spec
+from apitwin.spec.refs import SpecLimits, parse_document
 
 from conftest import SPECS, need_specs, shared_specs
 
@@ -303,3 +304,10 @@ def test_slow_loading_on_a_terminal_shows_the_phases_and_otherwise_nothing() -> 
     assert piped.getvalue() == ""
     assert display.summary().startswith("ready in ")
     assert "97 operations" in display.summary()
+
+
+def test_json_nesting_is_limited_at_exactly_the_limit() -> None:
+    limits = SpecLimits(max_nesting=10)
+    assert parse_document(b"[" * 10 + b"]" * 10, "ok.json", limits) is not None
+    with pytest.raises(ValueError, match="nests deeper than 10 levels"):
+        parse_document(b'{"a": ' * 11 + b"1" + b"}" * 11, "deep.json", limits)
