@@ -8,14 +8,13 @@ masked, JSON and form bodies have sensitive fields masked, and every credential 
 request is then scrubbed from all text of the entry (path, bodies, headers, explanation). Binary
 (base64) bodies are kept as they are.
 
-Cost per request: a request's exchange is queued as it is answered; entries are built and stored
-right after, in one transaction for every request answered meanwhile (group commit), so the
-response never waits for the journal. Every read of the journal (and a reset) first stores what is
-queued, so a read after a request sees it. On a shared store (several replicas) another replica
-cannot see this one's queue, so there a request returns only once its entry is stored. A queue
-longer than ``backlog`` makes requests wait for the write, so a store slower than the traffic
-slows the traffic instead of growing memory. Every ``prune_every`` writes to a connection (default
-a tenth of the ring, at most 100) the oldest entries beyond ``ring_size`` are deleted in the same
+Cost per request: a request's exchange is queued as it is answered, and its entry is built and
+stored by one writer for every request answered in the same turn of the event loop, in one
+transaction (group commit). The request returns once its entry is stored, so a journal read
+after a request sees it, on any replica. (Answering first and journalling after was measured too:
+under load it gave fewer requests per second and a p99 ten times longer, as requests no longer
+paced themselves on the writes.) Every ``prune_every`` writes to a connection (default a tenth of
+the ring, at most 100) the oldest entries beyond ``ring_size`` are deleted in the same
 transaction, so a connection holds at most ``ring_size + prune_every - 1`` entries, exactly
 ``ring_size`` after a prune. With several replicas each counts its own writes; the bound holds
 per replica.
@@ -54,7 +53,6 @@ DEFAULT_BODY_LIMIT: Final = 16 * 1024
 _DECODE_CAP: Final = 1 << 20  # bodies beyond this are masked on their first MiB only
 _MIN_SCRUB: Final = 6  # shorter values would mangle ordinary text
 _SCAN_BATCH: Final = 200
-DEFAULT_BACKLOG: Final = 5000
 log = logging.getLogger("apitwin")
 
 # Names (of headers, query parameters, body fields) whose values are credentials.
@@ -259,7 +257,6 @@ class Journal:
         self.suggest = suggest
         self.body_limit = body_limit
         self.prune_every = prune_every or max(1, min(100, ring_size // 10))
-        self.backlog = DEFAULT_BACKLOG
         self._unpruned: dict[str, int] = {}
         self._queue: list[_Queued] = []
         self._writer: asyncio.Task[None] | None = None
@@ -292,14 +289,9 @@ class Journal:
         fault_kind: str | None = None,
         connection: str | None = None,
     ) -> None:
-        """Journal a finished exchange: queued now, built and stored right after.
-
-        Waits for the write only where a reader could otherwise miss the entry (a shared store)
-        or when the queue is longer than ``backlog``.
-        """
-        if self._queue_exchange(exchange, fault_id, fault_kind, connection) is None:
-            return
-        if self.store.shared or len(self._queue) > self.backlog:
+        """Journal a finished exchange, with the others of this turn of the loop; returns once
+        it is stored."""
+        if self._queue_exchange(exchange, fault_id, fault_kind, connection) is not None:
             await self.flush()
 
     def _queue_exchange(
