@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import anyio
 import httpx2
 import jsonschema
@@ -34,7 +35,7 @@ from apitwin.spec.loader import load_spec
 from apitwin.spec.resources import infer_resources
 from apitwin.state.sqlite import SQLiteStore
 from apitwin.state.store import Key, Merge, Put, StoreError
-from apitwin.webhooks.delivery import MIN_LEASE, Dispatcher
+from apitwin.webhooks.delivery import MIN_LEASE, Dispatcher, default_client
 from apitwin.webhooks.events import catalogue
 from apitwin.webhooks.outbox import (
     ChangeEvents,
@@ -373,17 +374,20 @@ async def test_a_redirect_is_not_followed_and_counts_as_a_failure(
 
 
 class Recorder:
-    """An HTTP client transport that records what would have been dialled."""
+    """The dispatcher's own HTTP session, traced: records every request it starts to send."""
 
     def __init__(self) -> None:
-        self.seen: list[httpx2.Request] = []
+        self.seen: list[aiohttp.TraceRequestStartParams] = []
 
-    def client(self) -> httpx2.AsyncClient:
-        return httpx2.AsyncClient(transport=httpx2.MockTransport(self.handle))
+    def client(self) -> aiohttp.ClientSession:
+        trace = aiohttp.TraceConfig()
+        trace.on_request_start.append(self.record)
+        return default_client(timeout=5, trace_configs=[trace])
 
-    def handle(self, request: httpx2.Request) -> httpx2.Response:
-        self.seen.append(request)
-        return httpx2.Response(204)
+    async def record(
+        self, _session: Any, _context: Any, params: aiohttp.TraceRequestStartParams
+    ) -> None:
+        self.seen.append(params)
 
 
 def resolves_to(address: str) -> Any:
@@ -419,16 +423,20 @@ async def test_targets_outside_the_allow_list_are_refused_before_dialling(
     assert attempt["response_status"] is None
 
 
-async def test_the_checked_address_is_the_one_dialled(rig_factory: Any) -> None:
+async def test_the_checked_address_is_the_one_dialled(rig_factory: Any, receiver: Receiver) -> None:
     recorder = Recorder()
     allow = AllowList(resolver=resolves_to("127.0.0.1"))
     rig = rig_factory(http_client_factory=recorder.client, allow=allow)
-    await rig.outbox.add_endpoint(CONN, "http://partner.test:8080/hook")
+    port = httpx2.URL(receiver.base).port
+    # partner.test resolves nowhere but through the allow-list's resolver.
+    await rig.outbox.add_endpoint(CONN, f"http://partner.test:{port}/hook")
     await rig.outbox.emit(CONN, "project.created", {})
     await rig.dispatcher.run_due()
     [request] = recorder.seen
-    assert str(request.url) == "http://127.0.0.1:8080/hook"
-    assert request.headers["host"] == "partner.test:8080"
+    assert str(request.url) == f"http://127.0.0.1:{port}/hook"
+    [received] = receiver.requests
+    assert received.headers["host"] == f"partner.test:{port}"
+    assert (await rig.only_delivery())["status"] == "succeeded"
 
 
 async def test_unresolvable_hosts_and_bad_urls_are_classified(rig_factory: Any) -> None:

@@ -44,8 +44,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
-import httpx2
+import aiohttp
 import orjson
+import yarl
 
 from apitwin.changes import Change
 from apitwin.clock import VirtualClock
@@ -97,7 +98,10 @@ SIGNATURE_SKEW: Final = 12 * DEFAULT_TOLERANCE
 BATCH_KINDS: Final = frozenset({"reorder", "parallel"})
 _ENVELOPE_IDS: Final = ("id", "event_id", "eventId")
 
-ClientFactory = Callable[[], httpx2.AsyncClient]
+ClientFactory = Callable[[], aiohttp.ClientSession]
+# aiohttp adds these unless told not to; a webhook carries exactly the headers built for it (plus
+# Host and Content-Length), whatever the session it is sent with.
+_NO_AUTO_HEADERS: Final = ("User-Agent", "Accept", "Accept-Encoding", "Content-Type")
 
 
 def parse_schedule(given: str | Sequence[float]) -> tuple[float, ...]:
@@ -116,9 +120,23 @@ def parse_schedule(given: str | Sequence[float]) -> tuple[float, ...]:
     return delays if delays and delays[0] == 0 else (0.0, *delays)
 
 
-def default_client(timeout: float = DEFAULT_TIMEOUT) -> httpx2.AsyncClient:
-    # No proxies from the environment: a proxy would dial an address the allow-list never saw.
-    return httpx2.AsyncClient(follow_redirects=False, trust_env=False, timeout=timeout)
+def default_client(
+    timeout: float = DEFAULT_TIMEOUT,
+    connections: int = CONCURRENCY,
+    trace_configs: list[aiohttp.TraceConfig] | None = None,
+) -> aiohttp.ClientSession:
+    """A keep-alive pool of ``connections`` connections; call it inside the loop that uses it."""
+    return aiohttp.ClientSession(
+        trace_configs=trace_configs,
+        connector=aiohttp.TCPConnector(limit=connections, limit_per_host=connections),
+        timeout=aiohttp.ClientTimeout(total=timeout),
+        # No proxies from the environment: a proxy would dial an address the allow-list never
+        # saw. No cookies either: a receiver's Set-Cookie must not reach the next webhook.
+        trust_env=False,
+        cookie_jar=aiohttp.DummyCookieJar(),
+        skip_auto_headers=_NO_AUTO_HEADERS,
+        auto_decompress=False,  # the log keeps the response body as it came
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,10 +198,10 @@ class Dispatcher:
         # Both may be set after construction (the twin creates its Faults after the dispatcher).
         self.faults = faults
         self.events = events  # event schemas, for schema_break
-        self._factory = http_client_factory or (lambda: default_client(timeout))
-        # One client per event loop: a client's connections belong to the loop that opened
+        self._factory = http_client_factory or (lambda: default_client(timeout, self.concurrency))
+        # One session per event loop: a session's connections belong to the loop that opened
         # them, and the server's worker and a caller's run_due() may run on different loops.
-        self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx2.AsyncClient]
+        self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, aiohttp.ClientSession]
         self._clients = weakref.WeakKeyDictionary()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -217,7 +235,7 @@ class Dispatcher:
             await asyncio.gather(*running, return_exceptions=True)
         client = self._clients.pop(asyncio.get_running_loop(), None)
         if client is not None:
-            await client.aclose()
+            await client.close()
 
     def notify(self) -> None:
         """Wake the worker (new deliveries, or the virtual clock moved). Event-loop thread only."""
@@ -814,28 +832,34 @@ class Dispatcher:
     ) -> tuple[int, str, bool]:
         loop = asyncio.get_running_loop()
         client = self._clients.get(loop)
-        if client is None:
+        if client is None or client.closed:
             client = self._clients[loop] = self._factory()
         sent = {**headers, "host": target.host_header}
         async with (
             asyncio.timeout(self.timeout),
-            client.stream(
+            client.request(
                 method.upper(),
-                target.dial_url,
-                content=body,
+                # Already percent-encoded by the allow-list's parser: sent as it is.
+                yarl.URL(str(target.dial_url), encoded=True),
+                data=body,
                 headers=sent,
-                follow_redirects=False,
-                extensions=target.extensions,
+                skip_auto_headers=_NO_AUTO_HEADERS,
+                allow_redirects=False,
+                proxy=None,
+                server_hostname=target.server_hostname,
+                auto_decompress=False,
             ) as response,
         ):
+            # One byte past the limit tells a cut body; an unread rest closes the connection.
             captured = bytearray()
-            async for chunk in response.aiter_raw():
-                captured += chunk[: self.response_limit + 1 - len(captured)]
-                if len(captured) > self.response_limit:
+            while len(captured) <= self.response_limit:
+                chunk = await response.content.read(self.response_limit + 1 - len(captured))
+                if not chunk:
                     break
+                captured += chunk
             cut = len(captured) > self.response_limit
             text = bytes(captured[: self.response_limit]).decode("utf-8", "replace")
-            return response.status_code, text, cut
+            return response.status, text, cut
 
     async def _finish(
         self,
@@ -974,23 +998,30 @@ def _causes(exc: BaseException) -> list[BaseException]:
 
 def _classify(exc: BaseException) -> str:
     chain = _causes(exc)
-    if any(isinstance(e, (TimeoutError, httpx2.TimeoutException)) for e in chain):
+    if any(isinstance(e, TimeoutError) for e in chain):  # aiohttp's timeouts are TimeoutErrors
         return "timeout"
-    if any(isinstance(e, (httpx2.InvalidURL, httpx2.UnsupportedProtocol)) for e in chain):
+    if any(isinstance(e, (aiohttp.InvalidURL, aiohttp.NonHttpUrlClientError)) for e in chain):
         return "invalid-url"
-    if any(isinstance(e, ssl.SSLError) for e in chain) or "ssl" in str(exc).lower():
+    if any(isinstance(e, (ssl.SSLError, aiohttp.ClientSSLError)) for e in chain):
         return "tls"
     if any(isinstance(e, socket.gaierror) for e in chain):
         return "dns"
     if any(isinstance(e, ConnectionRefusedError) for e in chain):
         return "refused"
-    if isinstance(exc, httpx2.ConnectError):
+    if isinstance(exc, aiohttp.ClientConnectorError):  # no connection was made
         return "refused"
-    return "reset"
+    return "reset"  # the connection was made, then lost: disconnected, reset, cut response
 
 
 def _describe(exc: BaseException) -> str:
-    text = str(exc) or type(exc).__name__
+    if isinstance(exc, TimeoutError) and not str(exc):
+        text = "no complete answer before the timeout"
+    elif isinstance(exc, aiohttp.ServerDisconnectedError):
+        text = "the receiver closed the connection without answering"
+    elif isinstance(exc, aiohttp.ClientResponseError):  # statuses are not raised: a bad answer
+        text = "the answer is not valid HTTP: " + " ".join(exc.message.split())
+    else:
+        text = str(exc) or type(exc).__name__
     return text[:500]
 
 

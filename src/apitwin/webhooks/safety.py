@@ -78,9 +78,9 @@ class Target:
         return self.url.netloc.decode("ascii")
 
     @property
-    def extensions(self) -> dict[str, str]:
+    def server_hostname(self) -> str | None:
         # TLS must name (and verify) the original host, not the literal address dialled.
-        return {"sni_hostname": self.url.host} if self.url.scheme == "https" else {}
+        return self.url.host if self.url.scheme == "https" else None
 
 
 async def system_resolver(host: str, port: int) -> list[str]:
