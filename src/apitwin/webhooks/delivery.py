@@ -42,11 +42,9 @@ import weakref
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
-import aiohttp
 import orjson
-import yarl
 
 from apitwin.changes import Change
 from apitwin.clock import VirtualClock
@@ -98,7 +96,12 @@ SIGNATURE_SKEW: Final = 12 * DEFAULT_TOLERANCE
 BATCH_KINDS: Final = frozenset({"reorder", "parallel"})
 _ENVELOPE_IDS: Final = ("id", "event_id", "eventId")
 
-ClientFactory = Callable[[], aiohttp.ClientSession]
+if TYPE_CHECKING:
+    import aiohttp
+
+# aiohttp (and the SSL context its connector builds on import) loads with the first webhook
+# sent, not at start-up: a fifth of a second that serving an API does not need.
+ClientFactory = Callable[[], "aiohttp.ClientSession"]
 # aiohttp adds these unless told not to; a webhook carries exactly the headers built for it (plus
 # Host and Content-Length), whatever the session it is sent with.
 _NO_AUTO_HEADERS: Final = ("User-Agent", "Accept", "Accept-Encoding", "Content-Type")
@@ -126,6 +129,8 @@ def default_client(
     trace_configs: list[aiohttp.TraceConfig] | None = None,
 ) -> aiohttp.ClientSession:
     """A keep-alive pool of ``connections`` connections; call it inside the loop that uses it."""
+    import aiohttp
+
     return aiohttp.ClientSession(
         trace_configs=trace_configs,
         connector=aiohttp.TCPConnector(limit=connections, limit_per_host=connections),
@@ -830,6 +835,8 @@ class Dispatcher:
     async def _post(
         self, target: Target, method: str, headers: dict[str, str], body: bytes
     ) -> tuple[int, str, bool]:
+        from yarl import URL
+
         loop = asyncio.get_running_loop()
         client = self._clients.get(loop)
         if client is None or client.closed:
@@ -840,7 +847,7 @@ class Dispatcher:
             client.request(
                 method.upper(),
                 # Already percent-encoded by the allow-list's parser: sent as it is.
-                yarl.URL(str(target.dial_url), encoded=True),
+                URL(str(target.dial_url), encoded=True),
                 data=body,
                 headers=sent,
                 skip_auto_headers=_NO_AUTO_HEADERS,
@@ -997,6 +1004,8 @@ def _causes(exc: BaseException) -> list[BaseException]:
 
 
 def _classify(exc: BaseException) -> str:
+    import aiohttp
+
     chain = _causes(exc)
     if any(isinstance(e, TimeoutError) for e in chain):  # aiohttp's timeouts are TimeoutErrors
         return "timeout"
@@ -1014,6 +1023,8 @@ def _classify(exc: BaseException) -> str:
 
 
 def _describe(exc: BaseException) -> str:
+    import aiohttp
+
     if isinstance(exc, TimeoutError) and not str(exc):
         text = "no complete answer before the timeout"
     elif isinstance(exc, aiohttp.ServerDisconnectedError):
