@@ -7,6 +7,7 @@ function takes the generator's `random.Random`, so output depends only on the se
 from __future__ import annotations
 
 import base64
+import functools
 import math
 import random
 import re
@@ -61,7 +62,13 @@ _CAMEL = re.compile(r"([a-z0-9])([A-Z])")
 
 def tokens(name: str) -> list[str]:
     """`photoUrls` -> ['photo', 'urls']; `created_at` -> ['created', 'at']."""
-    return [t for t in re.split(r"[^a-z0-9]+", _CAMEL.sub(r"\1_\2", name).lower()) if t]
+    return list(_tokens(name))
+
+
+@functools.lru_cache(maxsize=4096)
+def _tokens(name: str) -> tuple[str, ...]:
+    # Cached: the same property names come with every generated value.
+    return tuple(t for t in re.split(r"[^a-z0-9]+", _CAMEL.sub(r"\1_\2", name).lower()) if t)
 
 
 def singular(name: str) -> str:
@@ -311,6 +318,7 @@ _FLOAT_RANGES: tuple[tuple[tuple[str, ...], float, float], ...] = (
 )
 
 
+@functools.lru_cache(maxsize=4096)
 def number_window(name: str, integer: bool) -> tuple[float, float]:
     """A plausible range for a number named `name` (before the schema's bounds apply)."""
     parts = tokens(name)

@@ -407,7 +407,20 @@ def _free_envelope(
 
 
 def new_event_id(rng: random.Random) -> str:
-    return "evt_" + "".join(rng.choice(_ID_CHARS) for _ in range(24))
+    return "evt_" + random_id(rng.getrandbits(ID_BITS))
+
+
+ID_BITS: Final = 143  # 62**24 is just under 2**143
+
+
+def random_id(bits: int) -> str:
+    """24 base-62 digits of ``bits`` (one draw of randomness, not 24): letters and digits only,
+    as Standard Webhooks' signed "{id}.{timestamp}.{body}" needs no "." in an id."""
+    digits = []
+    for _ in range(24):
+        bits, digit = divmod(bits, 62)
+        digits.append(_ID_CHARS[digit])
+    return "".join(digits)
 
 
 def _placement(event: EventType, record: Mapping[str, Any] | None) -> tuple[str, ...] | None:

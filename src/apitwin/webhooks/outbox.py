@@ -26,7 +26,6 @@ import fnmatch
 import logging
 import random
 import secrets
-import string
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import asdict, dataclass, field, replace
@@ -50,7 +49,7 @@ from apitwin.state.store import (
     Store,
     StoreError,
 )
-from apitwin.webhooks.events import EventType, build_payload, events_for
+from apitwin.webhooks.events import EventType, build_payload, events_for, random_id
 from apitwin.webhooks.safety import (
     MAX_PAYLOAD_BYTES,
     MAX_PENDING_PER_CONNECTION,
@@ -77,7 +76,6 @@ DELIVERY: Final = "delivery"
 ATTEMPT: Final = "attempt"
 CONNECTIONS: Final = "webhook-connection"
 _PAGE: Final = 500
-_ID_CHARS: Final = string.ascii_letters + string.digits
 _COLLECTED: ContextVar[list[str] | None] = ContextVar("apitwin_enqueued", default=None)
 
 
@@ -118,14 +116,7 @@ def collected() -> list[str] | None:
 
 
 def new_id(prefix: str) -> str:
-    # No "." in ids: Standard Webhooks signs "{id}.{timestamp}.{body}". 24 base-62 digits of
-    # 144 random bits (62**24 is just under 2**143): one call for randomness, not 24.
-    number = int.from_bytes(secrets.token_bytes(18))
-    digits = []
-    for _ in range(24):
-        number, digit = divmod(number, 62)
-        digits.append(_ID_CHARS[digit])
-    return f"{prefix}_" + "".join(digits)
+    return f"{prefix}_" + random_id(int.from_bytes(secrets.token_bytes(18)))
 
 
 # -- endpoints --------------------------------------------------------------------------------
