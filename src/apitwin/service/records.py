@@ -269,8 +269,7 @@ class Records:
         except StoreError as exc:
             raise _translate(exc) from None
         if events:
-            # Committed now: wake the sender (a wake-up before the commit may have found nothing).
-            self.emit.outbox.notify()
+            self.emit.outbox.committed(results[len(ops) :])
         ops = [*ops, *events]
         if key is None:
             return Item(Key(self.twin, change.connection, "", ""), change.record)

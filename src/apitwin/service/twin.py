@@ -304,8 +304,7 @@ class TwinService:
         ops, _ = await self.outbox.enqueue_ops(
             conn, rule.emit, payload, now=self.clock.now() + rule.delay
         )
-        await self.store.write(ops)
-        self.outbox.notify()
+        self.outbox.committed(await self.store.write(ops))
 
     def _named_connection(self, request: InboundRequest) -> str:
         """Requests that fail before identification still belong to a connection if named."""

@@ -217,6 +217,7 @@ class Dispatcher:
         self._next_due: float | None = None
         self._stale = True
         outbox.subscribe(self.notify)
+        outbox.subscribe_committed(self._fresh)
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -315,6 +316,20 @@ class Dispatcher:
 
     def _is_reserved(self, delivery_id: str) -> bool:
         return any(delivery_id in ids for ids in self._reserved)
+
+    def _fresh(self, items: list[Item]) -> None:
+        """Deliveries this process just stored: queued as they are, no scan of the store (which,
+        with a backlog, would read every pending delivery for each new one)."""
+        now = self.clock.now()
+        for item in items:
+            if item.data.get("status") != "pending":
+                continue
+            at = float(item.data.get("next_attempt_at") or 0.0)
+            if at <= now:
+                self._queue.append(item)
+            elif self._next_due is None or at < self._next_due:
+                self._next_due = at
+        self._wake.set()
 
     def _done(self, delivery_id: str, _task: asyncio.Task[None]) -> None:
         self._inflight.pop(delivery_id, None)

@@ -222,6 +222,7 @@ class Outbox:
         self._endpoints: dict[str, dict[str, Endpoint]] = {}
         self._registered: set[str] = set()
         self._listeners: list[Callable[[], None]] = []
+        self._committed: list[Callable[[list[Item]], None]] = []
         # Told of deliveries created or restarted, and of attempt outcomes (for watchers).
         self.changes = ChangeFeed()
         # Retention: finished deliveries (with their attempts) and messages beyond the newest
@@ -247,13 +248,23 @@ class Outbox:
         for listener in self._listeners:
             listener()
 
-    def _notify_soon(self) -> None:
-        # Runs after the caller's task yields, i.e. once its write is queued: with SQLite's
-        # single writer thread the dispatcher's next read then sees the committed rows.
-        asyncio.get_running_loop().call_soon(self.notify)
+    def subscribe_committed(self, listener: Callable[[list[Item]], None]) -> None:
+        """``listener`` gets the deliveries this process just stored (see ``committed``)."""
+        self._committed.append(listener)
+
+    def committed(self, results: Sequence[Item | None]) -> None:
+        """Told by whoever wrote ``enqueue_ops``'s ops, with the write's results: the new
+        deliveries go straight to the sender, which need not search the store for them."""
+        fresh = [i for i in results if i is not None and i.key.kind == DELIVERY]
+        if not fresh:
+            return
+        if not self._committed:
+            self.notify()
+        for listener in self._committed:
+            listener(fresh)
 
     def _publish_soon(self, conn: str, ops: Sequence[Op]) -> None:
-        # Later, like _notify_soon: the caller writes the deliveries.
+        # Later: the caller writes the deliveries.
         loop = asyncio.get_running_loop()
         for op in ops:
             if isinstance(op, Put) and op.key.kind == DELIVERY:
@@ -447,7 +458,6 @@ class Outbox:
             ops.append(Put(Key(self.twin, "", CONNECTIONS, conn), {"connection": conn}, now=now))
             self._registered.add(conn)
         if len(ops) > 1:
-            self._notify_soon()
             self._publish_soon(conn, ops)
         self._count_for_pruning(conn)
         return ops, msg_id
@@ -546,8 +556,7 @@ class Outbox:
     ) -> str:
         """Enqueue an event on its own (no state change to commit with it)."""
         ops, msg_id = await self.enqueue_ops(conn, event_name, payload, url=url, method=method)
-        await self.store.write(ops)
-        self.notify()
+        self.committed(await self.store.write(ops))
         return msg_id
 
     async def get_message(self, conn: str, message_id: str) -> dict[str, Any]:
