@@ -64,6 +64,9 @@ class McpRunner:
 
 
 def _import_mcp() -> Any:
+    # The webhook sender's HTTP client too, while at it: not at start-up, nor on the first webhook.
+    import aiohttp  # noqa: F401
+
     from apitwin.mcp_tools import build_server
 
     return build_server
