@@ -471,6 +471,22 @@ async def test_queue_and_payload_limits(rig_factory: Any, receiver: Receiver) ->
         await rig.outbox.emit("other", "d", {"blob": "x" * 2000})
 
 
+async def test_the_pending_limit_counts_redelivered_deliveries(
+    rig_factory: Any, receiver: Receiver
+) -> None:
+    rig = rig_factory(outbox={"max_pending": 3})
+    await rig.outbox.add_endpoint(CONN, receiver.url())
+    for name in "abc":
+        await rig.outbox.emit(CONN, name, {})
+    await rig.dispatcher.run_due()  # all three sent: none pending
+    sent = [d["id"] for d in (await rig.outbox.list_deliveries(CONN)).items]
+    await rig.outbox.emit(CONN, "d", {})  # 1 pending
+    for delivery_id in sent:
+        await rig.outbox.redeliver(CONN, delivery_id)  # 4 pending: beyond the limit already
+    with pytest.raises(QueueFullError, match="has 4 pending"):
+        await rig.outbox.emit(CONN, "e", {})
+
+
 # -- durability -------------------------------------------------------------------------------
 
 

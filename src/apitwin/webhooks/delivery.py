@@ -617,6 +617,7 @@ class Dispatcher:
         now = self.clock.now()
         data = claimed.data
         rng = plan.rng()
+        self.outbox.pending_added(claimed.key.conn)  # pending again if an attempt fails
         ops: list[Put] = []
         copies: list[Key] = []
         for _ in range(int(plan.params["count"]) - 1):
@@ -815,6 +816,7 @@ class Dispatcher:
     ) -> None:
         now = self.clock.now()
         data = claimed.data
+        self.outbox.pending_added(claimed.key.conn)
         copy = {
             "id": new_id("dlv"),
             **{name: data.get(name) for name in ("message", "endpoint", "url", "method", "event")},
