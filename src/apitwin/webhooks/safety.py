@@ -15,6 +15,7 @@ addresses that embed one of them for a translator (IPv4-mapped, NAT64, 6to4, Ter
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import socket
 from collections.abc import Awaitable, Callable, Sequence
@@ -71,7 +72,7 @@ class Target:
 
     @property
     def dial_url(self) -> httpx2.URL:
-        return self.url.copy_with(host=self.address)
+        return _dial(self.url, self.address)
 
     @property
     def host_header(self) -> str:
@@ -142,6 +143,13 @@ def check_url(url: str) -> httpx2.URL:
     return _parse(url)
 
 
+@functools.lru_cache(maxsize=1024)
+def _dial(url: httpx2.URL, address: str) -> httpx2.URL:
+    return url.copy_with(host=address)
+
+
+# Cached (URLs are immutable): every delivery to an endpoint parses the same URL.
+@functools.lru_cache(maxsize=1024)
 def _parse(url: str) -> httpx2.URL:
     try:
         parsed = httpx2.URL(url)
