@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import random
 import textwrap
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +19,7 @@ from apitwin.spec.loader import load_spec
 from apitwin.spec.model import Spec
 from apitwin.spec.resources import ResourceMap, infer_resources
 from apitwin.webhooks.events import (
+    Catalogue,
     EventType,
     RequestContext,
     build_payload,
@@ -425,3 +428,22 @@ def test_callback_urls_fill_templates(template: str, url: str) -> None:
 )
 def test_a_missing_value_gives_no_callback_url(template: str) -> None:
     assert callback_url(template, EXCHANGE) is None
+
+
+def test_the_catalogue_is_built_once_whether_warmed_or_used_first() -> None:
+    builds: list[float] = []
+    spec = load_spec(EXAMPLE)
+
+    def build() -> dict[str, EventType]:
+        builds.append(time.monotonic())
+        time.sleep(0.05)  # a big spec's catalogue takes a while: a use meanwhile must wait
+        return catalogue(spec)
+
+    events = Catalogue(build)
+    assert builds == []  # nothing until used
+    warming = threading.Thread(target=events.warm)
+    warming.start()
+    assert sorted(events) == sorted(catalogue(spec))  # waited for the warm-up's result
+    warming.join()
+    assert len(builds) == 1
+    assert events["project.created"] is events.get("project.created")

@@ -6,6 +6,9 @@ enqueue events. Each stage is a small method a test can call alone; ``handle`` r
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import functools
 import itertools
 import logging
 import random
@@ -63,7 +66,13 @@ from apitwin.state.store import Clear, Store
 from apitwin.tenants import DEFAULT_CONNECTION, Identity
 from apitwin.validation import Outcome, Violation, validate_request
 from apitwin.webhooks.delivery import Dispatcher
-from apitwin.webhooks.events import RequestContext, build_payload, callback_url, catalogue
+from apitwin.webhooks.events import (
+    Catalogue,
+    RequestContext,
+    build_payload,
+    callback_url,
+    catalogue,
+)
 from apitwin.webhooks.outbox import ChangeEvents, Outbox, collected, collecting
 from apitwin.webhooks.safety import AllowList
 
@@ -105,7 +114,12 @@ class TwinService:
         )
         self.token_paths = oauth.token_paths(spec)
         self.actions = {a.name: a for a in parse_actions(self.config.actions)}
-        self.events = catalogue(spec, self.resource_map, self.config.events)
+        self.events = Catalogue(
+            functools.partial(catalogue, spec, self.resource_map, self.config.events)
+        )
+        if self.config.events:
+            self.events.warm()  # the config's events are checked now: its errors stop start-up
+        self._warming: asyncio.Task[None] | None = None
         self.outbox = Outbox(store, self.name, self.clock)
         hooks = self.config.webhooks
         self.dispatcher = Dispatcher(
@@ -148,9 +162,15 @@ class TwinService:
             if connection.webhook_url:
                 await self.ensure_endpoint(connection.client_id, connection.webhook_url)
         await self.dispatcher.start()
+        # Built on a thread while the twin already answers; a use meanwhile waits for it.
+        self._warming = asyncio.create_task(asyncio.to_thread(self.events.warm))
 
     async def stop(self) -> None:
         await self.dispatcher.stop()
+        if self._warming is not None:
+            # A failed build is not lost: the next use of the events builds (and raises) again.
+            with contextlib.suppress(Exception):
+                await self._warming
         await self.journal.flush()
 
     async def seed_connection(self, client_id: str) -> int:

@@ -15,8 +15,9 @@ import copy
 import random
 import re
 import string
+import threading
 from collections import deque
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Final, Literal
@@ -126,6 +127,36 @@ def catalogue(
     for name, entry in (configured or {}).items():
         found[str(name)] = _from_config(str(name), entry, found.get(str(name)), spec, index)
     return found
+
+
+class Catalogue(Mapping[str, EventType]):
+    """A twin's events, built on first use: a big spec's take about a second (GitHub's 270
+    webhooks), which start-up need not wait for. ``warm`` builds them ahead, on a thread; a use
+    meanwhile waits for it."""
+
+    def __init__(self, build: Callable[[], dict[str, EventType]]) -> None:
+        self._build = build
+        self._events: dict[str, EventType] | None = None
+        self._lock = threading.Lock()
+
+    def warm(self) -> None:
+        self._all()
+
+    def _all(self) -> dict[str, EventType]:
+        if self._events is None:
+            with self._lock:
+                if self._events is None:
+                    self._events = self._build()
+        return self._events
+
+    def __getitem__(self, name: str) -> EventType:
+        return self._all()[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._all())
+
+    def __len__(self) -> int:
+        return len(self._all())
 
 
 def events_for(events: Mapping[str, EventType], resource: str, verb: str) -> list[EventType]:

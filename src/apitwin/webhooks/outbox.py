@@ -793,9 +793,18 @@ class ChangeEvents:
         seed: int = 0,
     ) -> None:
         self.outbox = outbox
-        self.events = {n: e for n, e in events.items() if e.source != "callback"}
+        self._catalogue = events
+        self._events: dict[str, EventType] | None = None
         self.generator = generator
         self._rng = random.Random(seed)
+
+    @property
+    def events(self) -> dict[str, EventType]:
+        """The catalogue's events a record change can cause (callbacks follow requests)."""
+        if self._events is None:
+            items = self._catalogue.items()
+            self._events = {n: e for n, e in items if e.source != "callback"}
+        return self._events
 
     async def __call__(self, change: RecordChange) -> list[Op]:
         ops: list[Op] = []
