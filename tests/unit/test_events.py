@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
 import textwrap
-import threading
-import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -430,20 +430,29 @@ def test_a_missing_value_gives_no_callback_url(template: str) -> None:
     assert callback_url(template, EXCHANGE) is None
 
 
-def test_the_catalogue_is_built_once_whether_warmed_or_used_first() -> None:
-    builds: list[float] = []
+@pytest.mark.anyio
+async def test_the_catalogue_is_built_in_steps_or_at_once_when_used_first() -> None:
     spec = load_spec(EXAMPLE)
 
-    def build() -> dict[str, EventType]:
-        builds.append(time.monotonic())
-        time.sleep(0.05)  # a big spec's catalogue takes a while: a use meanwhile must wait
-        return catalogue(spec)
+    def summary(events: Mapping[str, EventType]) -> dict[str, Any]:
+        return {n: (e.resource, e.verb, e.record_path, e.source) for n, e in events.items()}
 
-    events = Catalogue(build)
-    assert builds == []  # nothing until used
-    warming = threading.Thread(target=events.warm)
-    warming.start()
-    assert sorted(events) == sorted(catalogue(spec))  # waited for the warm-up's result
-    warming.join()
-    assert len(builds) == 1
-    assert events["project.created"] is events.get("project.created")
+    whole = summary(catalogue(spec))
+    assert len(whole) > 3
+    warmed = Catalogue(spec)
+    await warmed.warm()
+    assert summary(warmed) == whole
+    used = Catalogue(spec)
+    stepping = asyncio.ensure_future(used.warm())
+    await asyncio.sleep(0)  # one step done, the rest when used
+    assert summary(used) == whole
+    await stepping
+    assert summary(used) == whole
+
+
+def test_a_catalogue_error_is_raised_on_every_use() -> None:
+    spec = load_spec(EXAMPLE)
+    broken = Catalogue(spec, None, {"x": {"schema": {}, "when": "always"}})
+    for _ in range(2):
+        with pytest.raises(ConfigError, match=r"events\.x: unknown key"):
+            len(broken)

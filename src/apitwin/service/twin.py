@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import itertools
 import logging
 import random
@@ -71,7 +70,6 @@ from apitwin.webhooks.events import (
     RequestContext,
     build_payload,
     callback_url,
-    catalogue,
 )
 from apitwin.webhooks.outbox import ChangeEvents, Outbox, collected, collecting
 from apitwin.webhooks.safety import AllowList
@@ -114,11 +112,9 @@ class TwinService:
         )
         self.token_paths = oauth.token_paths(spec)
         self.actions = {a.name: a for a in parse_actions(self.config.actions)}
-        self.events = Catalogue(
-            functools.partial(catalogue, spec, self.resource_map, self.config.events)
-        )
+        self.events = Catalogue(spec, self.resource_map, self.config.events)
         if self.config.events:
-            self.events.warm()  # the config's events are checked now: its errors stop start-up
+            len(self.events)  # built now: the config's errors about its events stop start-up
         self._warming: asyncio.Task[None] | None = None
         self.outbox = Outbox(store, self.name, self.clock)
         hooks = self.config.webhooks
@@ -162,8 +158,8 @@ class TwinService:
             if connection.webhook_url:
                 await self.ensure_endpoint(connection.client_id, connection.webhook_url)
         await self.dispatcher.start()
-        # Built on a thread while the twin already answers; a use meanwhile waits for it.
-        self._warming = asyncio.create_task(asyncio.to_thread(self.events.warm))
+        # Built a step at a time while the twin already answers.
+        self._warming = asyncio.create_task(self.events.warm())
 
     async def stop(self) -> None:
         await self.dispatcher.stop()

@@ -112,6 +112,10 @@ class SQLiteStore:
             # of their own: done by the commit that crosses the WAL's threshold, as by default,
             # they stall the event loop for tens to hundreds of milliseconds.
             db.execute("PRAGMA wal_autocheckpoint=0")
+            # Once checkpointed, the WAL restarts from an empty file rather than reusing its old
+            # space: with a full disk, the next write fails (507) instead of filling a WAL that
+            # can no longer be checkpointed into the database.
+            db.execute("PRAGMA journal_size_limit=0")
             self._stop_checkpoints.clear()
             self._checkpointer = threading.Thread(
                 target=self._checkpoint_loop, name="apitwin-sqlite-checkpoint", daemon=True

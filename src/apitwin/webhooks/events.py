@@ -11,13 +11,14 @@ Payload schemas are read in the producer's direction ("response"): the twin writ
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import random
 import re
 import string
 import threading
 from collections import deque
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Final, Literal
@@ -112,11 +113,24 @@ def catalogue(
     spec: Spec, resources: ResourceMap | None = None, configured: Mapping[str, Any] | None = None
 ) -> dict[str, EventType]:
     """Every event ``spec`` (and the config's ``events:`` mapping) declares, by name."""
-    index = _ResourceIndex(resources)
     found: dict[str, EventType] = {}
+    for _ in cataloguing(found, spec, resources, configured):
+        pass
+    return found
+
+
+def cataloguing(
+    found: dict[str, EventType],
+    spec: Spec,
+    resources: ResourceMap | None = None,
+    configured: Mapping[str, Any] | None = None,
+) -> Iterator[None]:
+    """``catalogue`` in steps: fills ``found``, pausing after each webhook and operation."""
+    index = _ResourceIndex(resources)
     for webhook in spec.webhooks:
         if webhook.name not in found or webhook.operation.method == "post":
             found[webhook.name] = _from_webhook(webhook.name, webhook.operation, index)
+        yield
     for op in spec.operations:
         for event in _from_callbacks(op, index, resources):
             name, n = event.name, 2
@@ -124,30 +138,54 @@ def catalogue(
                 event = replace(event, name=f"{name}.{n}")
                 n += 1
             found[event.name] = event
+        if op.callbacks:
+            yield
     for name, entry in (configured or {}).items():
         found[str(name)] = _from_config(str(name), entry, found.get(str(name)), spec, index)
-    return found
 
 
 class Catalogue(Mapping[str, EventType]):
     """A twin's events, built on first use: a big spec's take about a second (GitHub's 270
-    webhooks), which start-up need not wait for. ``warm`` builds them ahead, on a thread; a use
-    meanwhile waits for it."""
+    webhooks), which start-up need not wait for. ``warm`` builds them ahead a step at a time,
+    letting requests run in between; a use before it is done finishes the build at once."""
 
-    def __init__(self, build: Callable[[], dict[str, EventType]]) -> None:
-        self._build = build
-        self._events: dict[str, EventType] | None = None
+    def __init__(
+        self,
+        spec: Spec,
+        resources: ResourceMap | None = None,
+        configured: Mapping[str, Any] | None = None,
+    ) -> None:
+        self._found: dict[str, EventType] = {}
+        self._steps: Iterator[None] | None = cataloguing(self._found, spec, resources, configured)
         self._lock = threading.Lock()
+        self._error: Exception | None = None
 
-    def warm(self) -> None:
-        self._all()
+    async def warm(self) -> None:
+        while self._advance(whole=False):
+            await asyncio.sleep(0)
 
     def _all(self) -> dict[str, EventType]:
-        if self._events is None:
-            with self._lock:
-                if self._events is None:
-                    self._events = self._build()
-        return self._events
+        if self._steps is not None:
+            self._advance(whole=True)
+        return self._found
+
+    def _advance(self, *, whole: bool) -> bool:
+        """One step of the build (or all that is left); False once it is complete. An error
+        stays: every later use raises it rather than serve a partial catalogue."""
+        with self._lock:
+            if self._error is not None:
+                raise self._error
+            if self._steps is None:
+                return False
+            try:
+                for _ in self._steps:
+                    if not whole:
+                        return True
+            except Exception as exc:
+                self._error = exc
+                raise
+            self._steps = None
+            return False
 
     def __getitem__(self, name: str) -> EventType:
         return self._all()[name]
