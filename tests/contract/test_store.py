@@ -244,6 +244,101 @@ async def test_batches_written_together_fail_alone(store: Store) -> None:
     assert seqs == sorted(seqs) and len(set(seqs)) == 3
 
 
+async def test_reads_see_every_write_that_follows_them(store: Store) -> None:
+    """Each read is repeated after each kind of write: a backend that caches reads must drop
+    exactly what the write changed (the same reads, unchanged, for other scopes)."""
+
+    async def seen() -> tuple[object, ...]:
+        one = await store.get(PROJECTS.key("p1"))
+        listed = await store.query(Query(PROJECTS))
+        filtered = await store.query(Query(PROJECTS, equals={"v": 2}))
+        return (
+            one.data if one else None,
+            one.version if one else None,
+            [(i.key.id, i.data) for i in listed],
+            [i.key.id for i in filtered],
+            await store.count(Query(PROJECTS)),
+            await store.count(Query(OTHER)),
+        )
+
+    assert await seen() == (None, None, [], [], 0, 0)
+    await store.write([Put(PROJECTS.key("p1"), {"v": 1}), Put(OTHER.key("p9"), {})])
+    assert await seen() == ({"v": 1}, 1, [("p1", {"v": 1})], [], 1, 1)
+    await store.write([Merge(PROJECTS.key("p1"), {"v": 2})])
+    assert await seen() == ({"v": 2}, 2, [("p1", {"v": 2})], ["p1"], 1, 1)
+    await store.claim([Merge(PROJECTS.key("p1"), {"v": 3}, expect=2)])
+    assert await seen() == ({"v": 3}, 3, [("p1", {"v": 3})], [], 1, 1)
+    await store.write([Put(PROJECTS.key("p2"), {"v": 2}), Trim(PROJECTS, 1)])
+    assert await seen() == (None, None, [("p2", {"v": 2})], ["p2"], 1, 1)
+    await store.write([Put(PROJECTS.key("p1"), {"v": 4})])
+    await store.write([Delete(PROJECTS.key("p1"))])
+    assert await seen() == (None, None, [("p2", {"v": 2})], ["p2"], 1, 1)
+    await store.write([Put(PROJECTS.key("p1"), {"v": 5}), Clear("twin", "acme")])
+    assert await seen() == (None, None, [], [], 0, 1)
+
+
+async def test_callers_get_their_own_copy_of_the_data(store: Store) -> None:
+    await store.write([Put(PROJECTS.key("p1"), {"tags": ["a"], "v": 1})])
+    (await store.get(PROJECTS.key("p1"))).data["tags"].append("mutated")  # type: ignore[union-attr]
+    (await store.query(Query(PROJECTS)))[0].data["v"] = "mutated"
+    again = await store.get(PROJECTS.key("p1"))
+    assert again is not None and again.data == {"tags": ["a"], "v": 1}
+    assert [i.data for i in await store.query(Query(PROJECTS))] == [{"tags": ["a"], "v": 1}]
+
+
+async def test_a_failed_batch_leaves_no_trace_in_later_reads(store: Store) -> None:
+    assert await store.get(PROJECTS.key("b")) is None  # read before: known absent
+    assert await store.count(Query(PROJECTS)) == 0
+    outcomes = await asyncio.gather(
+        store.write([Put(PROJECTS.key("a"), {"v": 1})]),
+        store.write([Put(PROJECTS.key("b"), {"v": 2}), Require(PROJECTS.key("missing"))]),
+        return_exceptions=True,
+    )
+    assert isinstance(outcomes[1], StoreError)
+    assert await store.get(PROJECTS.key("b")) is None
+    assert [i.key.id for i in await store.query(Query(PROJECTS))] == ["a"]
+    await store.write([Put(PROJECTS.key("b"), {"v": 3})])
+    found = await store.get(PROJECTS.key("b"))
+    assert found is not None and found.data == {"v": 3}
+
+
+async def test_sqlite_a_clear_covers_what_a_batch_committed_with_it_put(tmp_path: Path) -> None:
+    # SQLite commits the batches of one moment together, in order (PostgreSQL commits each on
+    # its own, in no promised order): what the first put, the second removed, cache or not.
+    store = SQLiteStore(tmp_path / "group.db")
+    await store.open()
+    try:
+        assert await store.get(PROJECTS.key("p1")) is None  # read by key: cached from now on
+        await asyncio.gather(
+            store.write([Put(PROJECTS.key("p1"), {"v": 1})]),
+            store.write([Clear("twin", "acme")]),
+        )
+        assert await store.get(PROJECTS.key("p1")) is None
+        await asyncio.gather(
+            store.write([Put(PROJECTS.key("p1"), {"v": 2})]),
+            store.write([Trim(PROJECTS, 0)]),
+        )
+        assert await store.get(PROJECTS.key("p1")) is None
+        assert await store.count(Query(PROJECTS)) == 0
+    finally:
+        await store.close()
+
+
+async def test_a_store_sees_what_another_store_on_the_database_wrote(
+    store_factory: StoreFactory,
+) -> None:
+    first, second = await store_factory(), await store_factory()
+    await first.write([Put(PROJECTS.key("p1"), {"v": 1})])
+    assert (await second.get(PROJECTS.key("p1"))).data == {"v": 1}  # type: ignore[union-attr]
+    assert await second.count(Query(PROJECTS)) == 1
+    assert await second.get(PROJECTS.key("p2")) is None
+    await first.write([Merge(PROJECTS.key("p1"), {"v": 2}), Put(PROJECTS.key("p2"), {})])
+    assert (await second.get(PROJECTS.key("p1"))).data == {"v": 2}  # type: ignore[union-attr]
+    assert await second.get(PROJECTS.key("p2")) is not None
+    assert await second.count(Query(PROJECTS)) == 2
+    assert len(await second.query(Query(PROJECTS))) == 2
+
+
 async def test_concurrent_merges_lose_no_update(store: Store) -> None:
     await store.write([Put(PROJECTS.key("p1"), {})])
 
