@@ -995,9 +995,15 @@ class Dispatcher:
 def mask_headers(headers: Mapping[str, str]) -> dict[str, str]:
     """Headers for the log: long opaque tokens in sensitive headers cut to ``abcd…yz``."""
     return {
-        name: _OPAQUE.sub(_cut, value) if any(s in name.lower() for s in _SENSITIVE) else value
+        name: _OPAQUE.sub(_cut, value) if _sensitive(name) else value
         for name, value in headers.items()
     }
+
+
+@functools.lru_cache(maxsize=512)
+def _sensitive(name: str) -> bool:
+    folded = name.lower()
+    return any(s in folded for s in _SENSITIVE)
 
 
 def _cut(match: re.Match[str]) -> str:

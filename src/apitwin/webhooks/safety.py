@@ -102,9 +102,23 @@ class AllowList:
             ipaddress.ip_network(n, strict=False) for n in networks
         )
         self._resolve = resolver or system_resolver
+        # Verdicts on addresses and on URLs naming one (no lookup, so nothing can change them):
+        # every delivery to an endpoint checks the same ones.
+        self._verdicts: dict[str, bool] = {}
+        self._literal_targets: dict[str, Target] = {}
 
     def allows(self, address: str | IPAddress) -> bool:
-        ip = _plain(ipaddress.ip_address(address) if isinstance(address, str) else address)
+        if isinstance(address, str):
+            verdict = self._verdicts.get(address)
+            if verdict is None:
+                if len(self._verdicts) >= _KEPT:
+                    self._verdicts.clear()
+                verdict = self._verdicts[address] = self._judge(ipaddress.ip_address(address))
+            return verdict
+        return self._judge(address)
+
+    def _judge(self, address: IPAddress) -> bool:
+        ip = _plain(address)
         for judged in (ip, *_embedded(ip)):
             if any(judged in net for net in ALWAYS_REFUSED if net.version == judged.version):
                 return False
@@ -112,6 +126,9 @@ class AllowList:
 
     async def check(self, url: str) -> Target:
         """The target to dial for ``url``; raises :class:`TargetRefused`."""
+        known = self._literal_targets.get(url)
+        if known is not None:
+            return known
         parsed = _parse(url)
         addresses = await self._addresses(parsed)
         refused = [a for a in addresses if not self.allows(a)]
@@ -120,7 +137,12 @@ class AllowList:
                 "refused-by-allow-list",
                 f"{parsed.host} resolves to {', '.join(refused)}, outside the allowed networks",
             )
-        return Target(parsed, addresses[0])
+        target = Target(parsed, addresses[0])
+        if _is_address(parsed.host):
+            if len(self._literal_targets) >= _KEPT:
+                self._literal_targets.clear()
+            self._literal_targets[url] = target
+        return target
 
     async def _addresses(self, url: httpx2.URL) -> list[str]:
         host = url.host
@@ -136,6 +158,17 @@ class AllowList:
         if not found:
             raise TargetRefused("dns", f"{host} resolves to no address")
         return found
+
+
+_KEPT: Final = 1024  # verdicts kept per allow-list
+
+
+def _is_address(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
 
 
 def check_url(url: str) -> httpx2.URL:
