@@ -22,6 +22,8 @@ _HANDLER = "apitwin-console"
 
 request_log = logging.getLogger(REQUEST_LOGGER)
 log = logging.getLogger("apitwin")
+_root = logging.getLogger()
+_REQUEST_FORMAT = "%s  %s  %s %s → %d  %.1f ms%s"
 
 # Control characters in a path must not be able to forge log lines.
 _CONTROLS = {c: f"\\x{c:02x}" for c in [*range(32), 127]}
@@ -56,24 +58,69 @@ def log_request(
         "fault": fault,
         "fault_kind": fault_kind,
     }
-    request_log.info(
-        "%s  %s  %s %s → %d  %.1f ms%s",
-        connection or "-",
-        operation or "-",
-        method,
-        shown,
-        status,
-        latency_ms,
-        tag,
-        extra={"fields": fields},
-    )
+    args = (connection or "-", operation or "-", method, shown, status, latency_ms, tag)
+    console = _sole_console()
+    if console is not None and console.write_request(_REQUEST_FORMAT % args, fields):
+        return
+    request_log.info(_REQUEST_FORMAT, *args, extra={"fields": fields})
+
+
+def _sole_console() -> ConsoleHandler | None:
+    """Our console handler, when a request line would reach it and nothing else: no other
+    handler, no filter. The line is then written straight to it, as the logging machinery would
+    (a record costs more than the rest of the line; one is logged per request)."""
+    handlers = _root.handlers
+    if len(handlers) != 1 or request_log.handlers or log.handlers:
+        return None
+    console = handlers[0]
+    if not isinstance(console, ConsoleHandler) or console.filters or console.level > logging.INFO:
+        return None
+    if request_log.filters or log.filters or _root.filters:
+        return None
+    if not (request_log.propagate and log.propagate):
+        return None
+    return console
+
+
+class ConsoleHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """The server's console (stderr): request lines may come straight from ``log_request``."""
+
+    def write_request(self, message: str, fields: dict[str, Any]) -> bool:
+        """Writes a request line as a record would be; False if it could not (the logging
+        machinery then reports the problem its own way)."""
+        formatter = self.formatter
+        if not isinstance(formatter, TextFormatter | JsonFormatter):
+            return False
+        line = formatter.request_line(time.time(), message, fields)
+        self.acquire()
+        try:
+            self.stream.write(line + self.terminator)
+            self.flush()
+        except Exception:
+            return False
+        finally:
+            self.release()
+        return True
 
 
 class TextFormatter(logging.Formatter):
     """`12:01:02 acme-qa  submitExpert  POST /projects → 201  3.1 ms`; other loggers name theirs."""
 
+    _second = -1
+    _stamp = ""
+
+    def stamp(self, created: float) -> str:
+        second = int(created)
+        if second != self._second:  # one strftime a second, not one a line
+            self._stamp = time.strftime("%H:%M:%S", time.localtime(second))
+            self._second = second
+        return self._stamp
+
+    def request_line(self, created: float, message: str, fields: dict[str, Any]) -> str:
+        return f"{self.stamp(created)} {message}"
+
     def format(self, record: logging.LogRecord) -> str:
-        stamp = time.strftime("%H:%M:%S", time.localtime(record.created))
+        stamp = self.stamp(record.created)
         message = record.getMessage()
         if record.name == REQUEST_LOGGER:
             line = f"{stamp} {message}"
@@ -86,6 +133,16 @@ class TextFormatter(logging.Formatter):
 
 class JsonFormatter(logging.Formatter):
     """One JSON object per line: time, level, logger, message and the record's fields."""
+
+    def request_line(self, created: float, message: str, fields: dict[str, Any]) -> str:
+        entry: dict[str, Any] = {
+            "time": datetime.fromtimestamp(created, UTC).isoformat(timespec="milliseconds"),
+            "level": "info",
+            "logger": REQUEST_LOGGER,
+            "message": message,
+            **fields,
+        }
+        return orjson.dumps(entry, default=str).decode()
 
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
@@ -116,7 +173,7 @@ def setup_logging(
     logging.logThreads = False
     logging.logProcesses = False
     logging.logMultiprocessing = False
-    handler = logging.StreamHandler(stream or sys.stderr)
+    handler = ConsoleHandler(stream or sys.stderr)
     handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())
     handler.set_name(_HANDLER)
     root = logging.getLogger()

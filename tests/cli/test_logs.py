@@ -201,3 +201,57 @@ def test_a_path_cannot_forge_log_lines(caplog: pytest.LogCaptureFixture) -> None
     assert "\n" not in text and "\r" not in text
     assert text.endswith("qa  -  GET /a\\x0d\\x0a12:00:00 forged → 404  1.0 ms")
     assert json.loads(JsonFormatter().format(record))["path"] == "/a\\x0d\\x0a12:00:00 forged"
+
+
+@pytest.mark.parametrize("log_format", ["text", "json"])
+def test_a_request_line_is_the_same_written_directly_or_through_logging(log_format: str) -> None:
+    """Alone on the root logger, the console takes request lines straight from log_request;
+    with another handler beside it they go through the logging machinery: same lines."""
+    import io
+
+    from apitwin.logs import (
+        ConsoleHandler,
+        _sole_console,
+        log,
+        log_request,
+        request_log,
+        setup_logging,
+    )
+
+    root = logging.getLogger()
+    saved = (root.handlers[:], root.level, log.level)
+    stream = io.StringIO()
+    try:
+        root.handlers.clear()
+        setup_logging(log_format, "info", stream)
+        for extra_handler in (None, logging.NullHandler()):
+            if extra_handler is not None:
+                root.addHandler(extra_handler)
+            direct = _sole_console()
+            assert isinstance(direct, ConsoleHandler) if extra_handler is None else direct is None
+            assert request_log.isEnabledFor(logging.INFO)
+            log_request(
+                "research",
+                connection="acme-qa",
+                operation="submitExpert",
+                method="POST",
+                path="/projects/p1/experts",
+                status=201,
+                latency_ms=3.14159,
+                fault="f1",
+                fault_kind="delay",
+            )
+    finally:
+        root.handlers[:] = saved[0]
+        root.setLevel(saved[1])
+        log.setLevel(saved[2])
+    direct, logged = stream.getvalue().splitlines()
+    if log_format == "json":
+        first, second = json.loads(direct), json.loads(logged)
+        assert first.pop("time")[:10] == second.pop("time")[:10]
+        assert first == second and first["latency_ms"] == 3.14 and first["fault_kind"] == "delay"
+    else:
+        assert re.fullmatch(r"\d\d:\d\d:\d\d ", direct[:9]) and direct[9:] == logged[9:]
+        assert direct[9:] == (
+            "acme-qa  submitExpert  POST /projects/p1/experts → 201  3.1 ms  [fault f1 delay]"
+        )
