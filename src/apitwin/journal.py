@@ -176,7 +176,7 @@ class _Queued:
     latency_ms: float
     connection: str
     fault: tuple[str | None, str | None]
-    entry: JournalEntry | None = None  # built already (``record``)
+    data: dict[str, Any] | None = None  # built already (``record``)
 
 
 @dataclass(frozen=True, slots=True)
@@ -277,9 +277,9 @@ class Journal:
         queued = self._queue_exchange(exchange, fault_id, fault_kind, connection)
         if queued is None:
             return None
-        queued.entry = self._build(queued)
+        queued.data = self._build(queued)
         await self.flush()
-        return queued.entry
+        return JournalEntry.from_dict(queued.data)
 
     async def submit(
         self,
@@ -353,25 +353,21 @@ class Journal:
 
     async def _store(self, queued: list[_Queued]) -> None:
         ops: list[Op] = []
-        entries: list[JournalEntry] = []
         for item in queued:
-            entry = item.entry or self._build(item)
-            entries.append(entry)
-            ops.append(
-                Put(self.scope(entry.connection).key(entry.id), _to_data(entry), now=entry.at)
-            )
-        for conn in {entry.connection for entry in entries}:
-            unpruned = self._unpruned.get(conn, 0) + sum(e.connection == conn for e in entries)
+            data = item.data or self._build(item)
+            ops.append(Put(self.scope(item.connection).key(item.entry_id), data, now=item.at))
+        for conn in {item.connection for item in queued}:
+            unpruned = self._unpruned.get(conn, 0) + sum(i.connection == conn for i in queued)
             if unpruned >= self.prune_every:
                 ops.append(Trim(self.scope(conn), self.ring_size))
                 unpruned = 0
             self._unpruned[conn] = unpruned
         await self.store.write(ops)
-        for entry in entries:
-            self.changes.publish(Change("request", entry.connection, entry.id))
+        for item in queued:
+            self.changes.publish(Change("request", item.connection, item.entry_id))
 
-    def _build(self, queued: _Queued) -> JournalEntry:
-        return build_entry(
+    def _build(self, queued: _Queued) -> dict[str, Any]:
+        return entry_data(
             queued.exchange,
             entry_id=queued.entry_id,
             at=queued.at,
@@ -476,14 +472,6 @@ def _route(operation: str) -> str:
     return f"{method.upper()} {template.strip()}" if sep else operation
 
 
-def _to_data(entry: JournalEntry) -> dict[str, Any]:
-    data = entry.as_dict()
-    # Extra top-level fields so the store can filter on them by equality.
-    data["status_class"] = f"{entry.status // 100}xx"
-    data["faulted"] = entry.fault is not None
-    return data
-
-
 # -- building an entry (pure) ------------------------------------------------------------------
 
 
@@ -517,6 +505,35 @@ def build_entry(
     suggest: Suggest | None = None,
     fault: tuple[str | None, str | None] = (None, None),
 ) -> JournalEntry:
+    return JournalEntry.from_dict(
+        entry_data(
+            exchange,
+            entry_id=entry_id,
+            at=at,
+            latency_ms=latency_ms,
+            connection=connection,
+            redaction=redaction,
+            body_limit=body_limit,
+            suggest=suggest,
+            fault=fault,
+        )
+    )
+
+
+def entry_data(
+    exchange: Exchange,
+    *,
+    entry_id: str,
+    at: float,
+    latency_ms: float,
+    connection: str,
+    redaction: Redaction,
+    body_limit: int = DEFAULT_BODY_LIMIT,
+    suggest: Suggest | None = None,
+    fault: tuple[str | None, str | None] = (None, None),
+) -> dict[str, Any]:
+    """The stored form of a journal entry (JournalEntry.as_dict and the filter fields), built
+    straight from the exchange: one is built per request."""
     request, response = exchange.request, exchange.response
     assert response is not None
     found = _Secrets()
@@ -537,27 +554,30 @@ def build_entry(
             _scrubbed(request_body, found),
             _scrubbed(response_body, found),
         )
-    return JournalEntry(
-        id=entry_id,
-        at=at,
-        connection=connection,
-        method=request.method,
-        path=path,
-        query=query,
-        operation=op.operation_id if op else response.operation_id,
-        route=op.key if op else None,
-        request_headers=headers,
-        request_body=request_body,
-        valid=None if exchange.outcome is None else not exchange.outcome.violations,
-        violations=violations,
-        status=response.status,
-        response_headers=answer,
-        response_body=response_body,
-        latency_ms=latency_ms,
-        fault=fault[0],
-        fault_kind=fault[1],
-        why=why,
-    )
+    status = response.status
+    return {
+        "id": entry_id,
+        "at": at,
+        "connection": connection,
+        "method": request.method,
+        "path": path,
+        "query": query,
+        "operation": op.operation_id if op else response.operation_id,
+        "route": op.key if op else None,
+        "request_headers": headers,
+        "request_body": _body_dict(request_body),
+        "valid": None if exchange.outcome is None else not exchange.outcome.violations,
+        "violations": violations,
+        "status": status,
+        "response_headers": [list(pair) for pair in answer],
+        "response_body": _body_dict(response_body),
+        "latency_ms": latency_ms,
+        "fault": fault[0],
+        "fault_kind": fault[1],
+        "why": why,
+        "status_class": f"{status // 100}xx",
+        "faulted": fault[0] is not None,
+    }
 
 
 def _violations(exchange: Exchange, response: MockResponse) -> list[dict[str, Any]]:

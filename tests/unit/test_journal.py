@@ -126,6 +126,42 @@ async def test_no_secret_appears_anywhere_in_an_entry(
     assert entry.path == "/v1/experts/…cdef"  # a credential echoed anywhere is scrubbed too
 
 
+@pytest.mark.parametrize("fault", [(None, None), ("f1", "status")])
+async def test_the_stored_form_is_the_entry_and_its_filter_fields(
+    store: SQLiteStore, clock: VirtualClock, fault: tuple[str | None, str | None]
+) -> None:
+    """Entries are stored as built, without going through JournalEntry: the stored document
+    must still be exactly an entry (every field, nothing else) plus the two filter fields."""
+    journal = Journal(store, "experts", clock)
+    bad = [Violation("body", "", "/name", "5 is not of type 'string'", "type")]
+    entry = await journal.record(
+        exchange(
+            SUBMIT,
+            400,
+            query="a=1",
+            headers={"content-type": "application/json", "x-trace": "t1"},
+            body=b'{"name": 5}',
+            response_headers=[("content-type", "application/json"), ("x-a", "1")],
+            note="the body is invalid",
+            violations=bad,
+        ),
+        fault[0],
+        fault_kind=fault[1],
+    )
+    assert entry is not None
+    stored = await store.get(journal.scope("acme").key(entry.id))
+    assert stored is not None
+    expected = {
+        **entry.as_dict(),
+        "status_class": "4xx",
+        "faulted": fault[0] is not None,
+    }
+    assert stored.data == expected
+    assert JournalEntry.from_dict(stored.data) == entry
+    assert entry.violations[0]["pointer"] == "/name" and entry.response_headers[1] == ("x-a", "1")
+    assert entry.fault == fault[0] and entry.fault_kind == fault[1] and entry.valid is False
+
+
 async def test_basic_credentials_and_form_secrets_are_masked(
     store: SQLiteStore, clock: VirtualClock
 ) -> None:
