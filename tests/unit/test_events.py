@@ -293,6 +293,49 @@ def test_event_ids_are_fresh_and_match_the_id_pattern(example: Any) -> None:
     assert all(i.startswith("evt_") and len(i) == 20 for i in ids)
 
 
+@pytest.mark.parametrize(
+    ("id_schema", "kind"),
+    [("{type: integer, format: int64}", int), ("{type: integer, minimum: 1, maximum: 50}", int)],
+)
+def test_event_ids_typed_as_numbers_are_fresh_and_valid(
+    tmp_path: Path, id_schema: str, kind: type
+) -> None:
+    source = tmp_path / "numbered.yaml"
+    source.write_text(
+        textwrap.dedent(
+            f"""
+            openapi: 3.1.0
+            info: {{title: Numbered, version: "1"}}
+            paths: {{}}
+            webhooks:
+              ping:
+                post:
+                  requestBody:
+                    content:
+                      application/json:
+                        schema:
+                          type: object
+                          required: [id, note]
+                          properties:
+                            id: {id_schema}
+                            note: {{type: string}}
+                  responses: {{"200": {{description: ok}}}}
+            """
+        )
+    )
+    spec = load_spec(source)
+    event = catalogue(spec, infer_resources(spec))["ping"]
+    rng = random.Random(5)
+    built = [
+        build_payload(event, None, generator=Generator(1), rng=rng, clock=frozen())
+        for _ in range(20)
+    ]
+    for one in built:
+        check(event, one)
+        assert isinstance(one["id"], kind) and not isinstance(one["id"], bool)
+    assert len({one["id"] for one in built}) > 10  # fresh, as far as the schema leaves room
+
+
 def test_overrides_are_merged_and_the_result_stays_valid(example: Any) -> None:
     _, resources, events = example
     event = events["project.updated"]
