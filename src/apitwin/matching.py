@@ -62,6 +62,7 @@ class _Route:
     operations: dict[str, Operation]
     # Sort key: more literal segments first, then more literal characters.
     score: tuple[int, ...] = ()
+    allowed: tuple[str, ...] = ()  # its methods, for Allow (HEAD wherever GET is)
 
     def match(self, parts: list[str]) -> dict[str, str] | None:
         if len(parts) != len(self.segments):
@@ -69,7 +70,7 @@ class _Route:
         params: dict[str, str] = {}
         for segment, part in zip(self.segments, parts, strict=True):
             if segment.pattern is None:
-                if unquote(part) != segment.text:
+                if (unquote(part) if "%" in part else part) != segment.text:
                     return None
                 continue
             found = segment.pattern.match(part)
@@ -100,6 +101,8 @@ class Router:
             self._by_length.setdefault(len(route.segments), []).append(route)
         for routes in self._by_length.values():
             routes.sort(key=lambda r: r.score, reverse=True)
+        for route in by_template.values():
+            route.allowed = self.allowed(route)
 
     def match(self, method: str, path: str) -> Match:
         """``path`` is relative to the base path, still percent-encoded."""
@@ -112,15 +115,16 @@ class Router:
             if op is None and method == "HEAD":
                 op = route.operations.get("GET")
             if op is not None:
-                return Match(MatchKind.FULL, op, params, self.allowed(route), route.template)
-            allowed.update(self.allowed(route))
+                return Match(MatchKind.FULL, op, params, route.allowed, route.template)
+            allowed.update(route.allowed)
             template = template or route.template
         if not allowed:
             return Match(MatchKind.NONE)
         return Match(MatchKind.PARTIAL, allowed=tuple(sorted(allowed)), template=template)
 
     def _candidates(self, parts: list[str]) -> Iterator[tuple[_Route, dict[str, str]]]:
-        static = self._static.get("/" + "/".join(unquote(p) for p in parts))
+        literal = "/" + "/".join(parts)
+        static = self._static.get(unquote(literal) if "%" in literal else literal)
         if static is not None:
             yield static, {}
         for candidate in self._by_length.get(len(parts), ()):
