@@ -16,7 +16,9 @@ What it does:
     E (start-up to first 2xx and peak RSS, petstore and GitHub's REST spec);
     F (apitwin: signed webhook deliveries per second, control call -> webhook latency);
   * prints one table (medians over the rounds, ratios to the bare Starlette ceiling measured in
-    the same run) and writes bench/results/latest.json and latest.md.
+    the same run) and writes bench/results/latest.json and latest.md, plus a copy named after
+    the run's start (run-YYYYMMDD-HHMMSS.*); a --quick run writes quick.json and quick.md, so it
+    never replaces a full run's tables.
 
 Servers are interleaved round by round, so slow drift of the machine hits all of them alike.
 """
@@ -1053,9 +1055,12 @@ def main() -> None:
     text = markdown(result)
     print(text)
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "latest.json").write_text(json.dumps(result, indent=2) + "\n")
-    (RESULTS / "latest.md").write_text(text + "\n")
-    log(f"written: {RESULTS / 'latest.json'} and latest.md")
+    started = time.strptime(result["started"], "%Y-%m-%d %H:%M:%S UTC")
+    names = ["quick"] if args.quick else ["latest", time.strftime("run-%Y%m%d-%H%M%S", started)]
+    for name in names:
+        (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
+        (RESULTS / f"{name}.md").write_text(text + "\n")
+    log(f"written: {', '.join(f'{RESULTS / n}.json and .md' for n in names)}")
 
 
 if __name__ == "__main__":
