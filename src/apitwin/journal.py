@@ -493,33 +493,6 @@ class _Secrets:
         return text
 
 
-def build_entry(
-    exchange: Exchange,
-    *,
-    entry_id: str,
-    at: float,
-    latency_ms: float,
-    connection: str,
-    redaction: Redaction,
-    body_limit: int = DEFAULT_BODY_LIMIT,
-    suggest: Suggest | None = None,
-    fault: tuple[str | None, str | None] = (None, None),
-) -> JournalEntry:
-    return JournalEntry.from_dict(
-        entry_data(
-            exchange,
-            entry_id=entry_id,
-            at=at,
-            latency_ms=latency_ms,
-            connection=connection,
-            redaction=redaction,
-            body_limit=body_limit,
-            suggest=suggest,
-            fault=fault,
-        )
-    )
-
-
 def entry_data(
     exchange: Exchange,
     *,
