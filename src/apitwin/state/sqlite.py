@@ -553,12 +553,15 @@ class SQLiteStore:
                 if not (k.twin == twin and conn in (None, k.conn) and kind in (None, k.kind))
             }
 
-        self._rows = kept(self._rows)
-        # Rows written earlier in this transaction are not cached after it either.
-        self._written = kept(self._written)
-        group = kept(self._group_written)
-        self._group_written.clear()
-        self._group_written.update(group)
+        # Only kinds read by key have rows kept (the journal's, trimmed every 100 entries, has
+        # none unless an entry was looked up by id).
+        if kind is None or kind in self._keyed_kinds:
+            self._rows = kept(self._rows)
+            # Rows written earlier in this transaction are not cached after it either.
+            self._written = kept(self._written)
+            group = kept(self._group_written)
+            self._group_written.clear()
+            self._group_written.update(group)
         if conn is not None and kind is not None:
             scope = (twin, conn, kind)
             if scope in self._generations:
