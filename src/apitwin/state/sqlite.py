@@ -75,9 +75,10 @@ _COLUMNS = "twin, conn, kind, id, parent, seq, version, data, created, updated"
 CHECKPOINT_INTERVAL = 0.2  # seconds between checkpoints of the WAL
 _INSERT = f"INSERT INTO items ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?)"
 _UPSERT = f"INSERT OR REPLACE INTO items ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?)"
-# Bounds of the read caches (entries); past one, that cache starts over empty.
-MAX_CACHED_ITEMS = 8192
-MAX_CACHED_QUERIES = 2048
+# Bounds of each read cache, in bytes of the rows it holds (their JSON, plus a share for the
+# bookkeeping); past one, that cache starts over empty.
+MAX_CACHED_BYTES = 16 * 1024 * 1024
+_ROW_OVERHEAD = 200
 _Row = tuple[Any, ...]
 _ScopeKey = tuple[str, str, str]
 
@@ -106,6 +107,8 @@ class SQLiteStore:
         self._rows: dict[Key, _Row | None] = {}
         self._keyed_kinds: set[str] = set()
         self._results: dict[tuple[Any, ...], tuple[int, Any]] = {}
+        self._rows_bytes = 0
+        self._results_bytes = 0
         self._generations: dict[_ScopeKey, int] = {}
         self._written: dict[Key, _Row | None] = {}
         self._group_written: dict[Key, _Row | None] = {}  # earlier batches of the same commit
@@ -197,11 +200,25 @@ class SQLiteStore:
             row = self._rows[key]
         else:
             row = self._get_row(key)
-            if len(self._rows) >= MAX_CACHED_ITEMS:
-                self._rows.clear()
-            self._rows[key] = row
             self._keyed_kinds.add(key.kind)
+            self._keep_row(key, row)
         return _item(row) if row else None
+
+    def _keep_row(self, key: Key, row: _Row | None) -> None:
+        self._drop_row(key)
+        self._rows_bytes += _size(row)
+        if self._rows_bytes > MAX_CACHED_BYTES:
+            self._drop_rows()
+            self._rows_bytes = _size(row)
+        self._rows[key] = row
+
+    def _drop_row(self, key: Key) -> None:
+        if key in self._rows:
+            self._rows_bytes -= _size(self._rows.pop(key))
+
+    def _drop_rows(self) -> None:
+        self._rows.clear()
+        self._rows_bytes = 0
 
     def _check_others(self) -> None:
         """Drops every cached read once another connection (another store or process on the
@@ -211,8 +228,8 @@ class SQLiteStore:
         version = self.db.execute("PRAGMA data_version").fetchone()[0]
         if version != self._data_version:
             self._data_version = version
-            self._rows.clear()
-            self._results.clear()
+            self._drop_rows()
+            self._drop_results()
 
     def _get(self, key: Key) -> Item | None:
         row = self._get_row(key)
@@ -283,10 +300,19 @@ class SQLiteStore:
         if found is not None and found[0] == generation:
             return found[1]
         result = fetch(self.db.execute(sql, args))
-        if len(self._results) >= MAX_CACHED_QUERIES:
-            self._results.clear()
+        size = sum(map(_size, result)) if isinstance(result, list) else _ROW_OVERHEAD
+        if found is not None:
+            old = found[1]
+            self._results_bytes -= sum(map(_size, old)) if isinstance(old, list) else _ROW_OVERHEAD
+        if self._results_bytes + size > MAX_CACHED_BYTES:
+            self._drop_results()
         self._results[key] = (generation, result)
+        self._results_bytes += size
         return result
+
+    def _drop_results(self) -> None:
+        self._results.clear()
+        self._results_bytes = 0
 
     # -- writes --------------------------------------------------------------------------------
 
@@ -369,9 +395,8 @@ class SQLiteStore:
     def _cache_written(self, written: dict[Key, _Row | None]) -> None:
         """Rows a committed transaction wrote, kept for reads by key of kinds read that way."""
         self._written, self._group_written = {}, {}
-        if len(self._rows) + len(written) > MAX_CACHED_ITEMS:
-            self._rows.clear()
-        self._rows.update(written)
+        for key, row in written.items():
+            self._keep_row(key, row)
 
     def _save_seq(self, seq_before: int) -> None:
         if self._seq != seq_before:
@@ -432,7 +457,7 @@ class SQLiteStore:
         """A write to ``key`` is under way: its cached reads are stale from now on (even if the
         write rolls back, a dropped entry is merely read again)."""
         if key.kind in self._keyed_kinds:
-            self._rows.pop(key, None)
+            self._drop_row(key)
         scope = (key.twin, key.conn, key.kind)
         if scope in self._generations:
             self._generations[scope] += 1
@@ -557,6 +582,7 @@ class SQLiteStore:
         # none unless an entry was looked up by id).
         if kind is None or kind in self._keyed_kinds:
             self._rows = kept(self._rows)
+            self._rows_bytes = sum(map(_size, self._rows.values()))
             # Rows written earlier in this transaction are not cached after it either.
             self._written = kept(self._written)
             group = kept(self._group_written)
@@ -567,7 +593,7 @@ class SQLiteStore:
             if scope in self._generations:
                 self._generations[scope] += 1
         else:
-            self._results.clear()
+            self._drop_results()
 
     def _clear(self, op: Clear) -> None:
         self._forget_scope(op.twin, op.conn, None)
@@ -602,6 +628,11 @@ def _literal(text: str) -> str:
 def _path(name: str) -> str:
     """The JSON path of top-level field ``name``, as an SQL string literal."""
     return _literal(f'$."{name}"')
+
+
+def _size(row: _Row | None) -> int:
+    """What a cached row costs, roughly: its JSON and a share for the bookkeeping."""
+    return _ROW_OVERHEAD + (len(row[7]) if row else 0)
 
 
 def _sql_value(value: Any) -> Any:
