@@ -1017,6 +1017,20 @@ def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
+def compile_apitwin() -> None:
+    """Write apitwin's bytecode, as an install does (`pip install` compiles every module).
+
+    The servers run with PYTHONDONTWRITEBYTECODE (nothing else gets written), and without
+    bytecode each start would compile the package from source: half a second that no installed
+    apitwin spends.
+    """
+    import compileall
+
+    import apitwin
+
+    compileall.compile_dir(Path(apitwin.__file__).parent, quiet=1)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter
@@ -1051,6 +1065,7 @@ def main() -> None:
     if needs_peers and not args.no_install:
         ensure_peers()
     pin_self()
+    compile_apitwin()
     result = run(args)
     text = markdown(result)
     print(text)

@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 import httpx2 as httpx
+from run import compile_apitwin
 
 HERE = Path(__file__).resolve().parent
 CACHE = HERE / ".peers"
@@ -111,6 +112,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
     os.environ.setdefault("PYTHONDONTWRITEBYTECODE", "1")
+    compile_apitwin()
     if args.spec:
         cases = [(args.spec.name, args.spec, args.probe)]
     else:
