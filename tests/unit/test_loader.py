@@ -311,3 +311,16 @@ def test_json_nesting_is_limited_at_exactly_the_limit() -> None:
     assert parse_document(b"[" * 10 + b"]" * 10, "ok.json", limits) is not None
     with pytest.raises(ValueError, match="nests deeper than 10 levels"):
         parse_document(b'{"a": ' * 11 + b"1" + b"}" * 11, "deep.json", limits)
+
+
+def test_json_is_read_from_its_bytes_with_or_without_a_bom() -> None:
+    text = '{"openapi": "3.1.0", "info": {"title": "Caf\u00e9"}}'.encode()
+    assert parse_document(text, "a.json")["info"]["title"] == "Caf\u00e9"
+    assert parse_document(b"\xef\xbb\xbf \n" + text, "b.json")["openapi"] == "3.1.0"
+
+
+def test_json_that_is_not_utf8_or_not_json_gets_the_reason() -> None:
+    with pytest.raises(ValueError, match=r"not valid UTF-8: byte 0xff at offset 30 \(line 1\)"):
+        parse_document(b'{"openapi": "3.1.0", "info": "\xff"}', "bad.json")
+    with pytest.raises(ValueError, match="invalid YAML at line 1"):
+        parse_document(b'{"openapi": "3.1.0",, }', "broken.json")

@@ -7,6 +7,7 @@ or point at the network, are refused unless explicitly allowed.
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import re
 from collections.abc import Callable
@@ -147,6 +148,16 @@ def parse_document(data: bytes, name: str, limits: SpecLimits | None = None) -> 
     limits = limits or SpecLimits()
     if len(data) > limits.max_bytes:
         raise ValueError(f"file is larger than the {_size(limits.max_bytes)} limit")
+    body = data[3:] if data.startswith(codecs.BOM_UTF8) else data
+    if body.lstrip()[:1] in (b"{", b"["):
+        # orjson reads (and checks) UTF-8 bytes itself: no decoded copy of the text. Anything
+        # it refuses takes the path below, which names the reason.
+        with contextlib.suppress(orjson.JSONDecodeError):
+            document = orjson.loads(body)
+            # JSON has no aliases: every value is its own object, none contains itself. Only
+            # the depth needs checking, level by level (a tenth of check_shape's cost).
+            check_depth(document, limits.max_nesting)
+            return document
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -154,33 +165,22 @@ def parse_document(data: bytes, name: str, limits: SpecLimits | None = None) -> 
         raise ValueError(
             f"not valid UTF-8: byte 0x{data[exc.start]:02x} at offset {exc.start} (line {line})"
         ) from None
-    stripped = text.lstrip()
-    document: Any = None
-    parsed = False
-    if stripped.startswith(("{", "[")):
-        # YAML is a superset of JSON in practice; on failure the YAML parser gives the reason.
-        with contextlib.suppress(orjson.JSONDecodeError):
-            document, parsed = orjson.loads(text), True
-    if not parsed:
-        _check_yaml_nesting(text, limits.max_nesting)
-        loader = _Loader(text)
-        loader.merge_budget = limits.max_alias_expansion
-        try:
-            document = loader.get_single_data()
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-            problem = getattr(exc, "problem", None) or str(exc)
-            raise ValueError(f"invalid YAML{where}: {problem}") from None
-        except RecursionError:
-            raise ValueError(f"document nests deeper than {limits.max_nesting} levels") from None
-        finally:
-            loader.dispose()
-        check_shape(document, limits)
-    else:
-        # JSON has no aliases: every value is its own object, none contains itself. Only the
-        # depth needs checking, level by level (a tenth of check_shape's cost on a 10 MB spec).
-        check_depth(document, limits.max_nesting)
+    # YAML is a superset of JSON in practice: for JSON orjson refused, it gives the reason.
+    _check_yaml_nesting(text, limits.max_nesting)
+    loader = _Loader(text)
+    loader.merge_budget = limits.max_alias_expansion
+    try:
+        document = loader.get_single_data()
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ValueError(f"invalid YAML{where}: {problem}") from None
+    except RecursionError:
+        raise ValueError(f"document nests deeper than {limits.max_nesting} levels") from None
+    finally:
+        loader.dispose()
+    check_shape(document, limits)
     return document
 
 
