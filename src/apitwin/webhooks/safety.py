@@ -20,9 +20,10 @@ import ipaddress
 import socket
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
-import httpx2
+if TYPE_CHECKING:
+    import httpx2
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -184,6 +185,8 @@ def _dial(url: httpx2.URL, address: str) -> httpx2.URL:
 # Cached (URLs are immutable): every delivery to an endpoint parses the same URL.
 @functools.lru_cache(maxsize=1024)
 def _parse(url: str) -> httpx2.URL:
+    import httpx2  # its URL parser only: not at start-up, where no webhook is sent
+
     try:
         parsed = httpx2.URL(url)
     except (httpx2.InvalidURL, TypeError, ValueError) as exc:
