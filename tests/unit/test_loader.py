@@ -324,3 +324,14 @@ def test_json_that_is_not_utf8_or_not_json_gets_the_reason() -> None:
         parse_document(b'{"openapi": "3.1.0", "info": "\xff"}', "bad.json")
     with pytest.raises(ValueError, match="invalid YAML at line 1"):
         parse_document(b'{"openapi": "3.1.0",, }', "broken.json")
+
+
+@pytest.mark.parametrize("depth", [1, 200, 254, 255, 256])
+def test_json_within_the_default_nesting_limit_is_read(depth: int) -> None:
+    text = b'{"a": ' * (depth - 1) + b"[]" + b"}" * (depth - 1)
+    assert parse_document(text, "ok.json") is not None
+
+
+def test_json_past_the_default_nesting_limit_is_refused() -> None:
+    with pytest.raises(ValueError, match="nests deeper than 256 levels"):
+        parse_document(b"[" * 257 + b"]" * 257, "deep.json")
