@@ -179,26 +179,29 @@ def check_refs(registry: DocumentRegistry, collector: Collector) -> int:
 
 
 def _refs_in(document: Any) -> list[tuple[Any, str]]:
+    # Every container of the document passes here (a 10 MB spec has hundreds of thousands):
+    # exact type checks (parsed documents hold plain dicts and lists, with string keys) and
+    # pointers escaped only where a key needs it.
     found: list[tuple[Any, str]] = []
     stack: list[tuple[Any, str]] = [(document, "")]
+    pop, push = stack.pop, stack.append
     while stack:
-        node, pointer = stack.pop()
-        if isinstance(node, dict):
+        node, pointer = pop()
+        if type(node) is dict:
             if "$ref" in node:
                 found.append((node["$ref"], pointer))
             for key, value in node.items():
                 if (
-                    isinstance(value, (dict, list))
+                    (type(value) is dict or type(value) is list)
                     and key not in _SKIP_KEYS
                     and not key.startswith("x-")
                 ):
-                    stack.append((value, f"{pointer}/{escape(key)}"))
-        elif isinstance(node, list):
-            stack.extend(
-                (value, f"{pointer}/{i}")
-                for i, value in enumerate(node)
-                if isinstance(value, (dict, list))
-            )
+                    token = escape(key) if "/" in key or "~" in key else key
+                    push((value, f"{pointer}/{token}"))
+        elif type(node) is list:
+            for i, value in enumerate(node):
+                if type(value) is dict or type(value) is list:
+                    push((value, f"{pointer}/{i}"))
     return found
 
 
