@@ -65,7 +65,8 @@ class Located:
         pointer = self.pointer
         for key in keys:
             value = value[key]
-            pointer = f"{pointer}/{escape(str(key))}"
+            token = key if type(key) is str else str(key)
+            pointer = f"{pointer}/{escape(token) if '/' in token or '~' in token else token}"
         return Located(value, self.uri, pointer)
 
 
@@ -316,6 +317,7 @@ class DocumentRegistry:
         self.limits = limits or SpecLimits()
         self._base_dir = (spec_root or root.parent).resolve()
         self._documents: dict[str, Any] = {}
+        self._found: dict[tuple[str, str], Located] = {}
         # JSON Schema `$id` and `$anchor` targets (OpenAPI 3.1), indexed on first need.
         self._ids: dict[str, Located] = {}
         self._indexed: set[str] = set()
@@ -401,8 +403,16 @@ class DocumentRegistry:
             if anchor is None:
                 raise RefError(Problem(self.name(uri), pointer, "no schema has this $anchor"))
             return anchor
+        found = self._found.get((uri, pointer))
+        if found is not None:
+            return found
         value = self.document(uri)
         base = self._ids.get(uri) if uri not in self._documents else None
+        if base is None and uri in self._documents:
+            # A document's own pointers always name the same value: big specs point at the
+            # same few hundred components thousands of times.
+            found = self._found[uri, pointer] = self._walk(value, uri, "", pointer)
+            return found
         if base is not None:
             # Inside an `$id` resource: fall back to its document's root, as 3.1 specs intend.
             try:
