@@ -16,6 +16,7 @@ import uvicorn
 from apitwin.clock import VirtualClock
 from apitwin.config import twin_for_spec
 from apitwin.server.app import App
+from apitwin.server.transport import uvicorn_http_options
 from apitwin.service.twin import TwinService
 from apitwin.spec.loader import load_spec
 from apitwin.spec.model import Spec
@@ -137,11 +138,13 @@ def serve_twin(spec: Path | Spec, **options: Any) -> Iterator[Running]:
 def serve(app: Any, **options: Any) -> Iterator[str]:
     """Run ``app`` under uvicorn on a free loopback port; yields the base URL.
 
-    ``options`` go to ``uvicorn.Config`` (the HTTP protocol, say)."""
+    ``options`` go to ``uvicorn.Config`` (the HTTP protocol, say), over the options
+    ``apitwin serve`` uses."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
+    options = {**uvicorn_http_options(), **options}
     config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on", **options)
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)

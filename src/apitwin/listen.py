@@ -357,6 +357,7 @@ def serve(listener: Listener, sock: socket.socket, on_started: Callable[[], None
         access_log=False,
         lifespan="on",
         timeout_graceful_shutdown=5,
+        ws="none",
     )
     # uvicorn re-raises the signal that stopped it once it has shut down; SIGTERM's default
     # action would then end the process before the endpoint is removed.

@@ -180,10 +180,21 @@ def setup_logging(
     for installed in [h for h in root.handlers if h.get_name() == _HANDLER]:
         root.removeHandler(installed)  # set up again: replace ours, leave any others
     root.addHandler(handler)
+    uvicorn_log = logging.getLogger("uvicorn.error")
+    if not any(isinstance(f, _NoWebSocketHint) for f in uvicorn_log.filters):
+        uvicorn_log.addFilter(_NoWebSocketHint())
     # Other libraries (the MCP SDK, ...) stay at warning unless debugging.
     root.setLevel(logging.INFO if level == "debug" else logging.WARNING)
     log.setLevel(level.upper())
     return "info" if level == "debug" else "warning"
+
+
+class _NoWebSocketHint(logging.Filter):
+    """uvicorn answers an upgrade request by advising to install a WebSocket library; apitwin
+    runs without one on purpose (nothing it serves speaks WebSocket)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("No supported WebSocket library")
 
 
 class LoadProgress:

@@ -255,3 +255,30 @@ def test_a_request_line_is_the_same_written_directly_or_through_logging(log_form
         assert direct[9:] == (
             "acme-qa  submitExpert  POST /projects/p1/experts → 201  3.1 ms  [fault f1 delay]"
         )
+
+
+def test_uvicorns_advice_to_install_a_websocket_library_is_not_shown() -> None:
+    import io
+
+    from apitwin.logs import log, setup_logging
+
+    root = logging.getLogger()
+    saved = (root.handlers[:], root.level, log.level)
+    stream = io.StringIO()
+    try:
+        root.handlers.clear()
+        setup_logging("text", "info", stream)
+        setup_logging("text", "info", stream)  # set up twice: still one filter
+        uvicorn_log = logging.getLogger("uvicorn.error")
+        uvicorn_log.warning("Unsupported upgrade request.")
+        uvicorn_log.warning(
+            'No supported WebSocket library detected. Please use "pip install '
+            "'uvicorn[standard]'\", or install 'websockets' or 'wsproto' manually."
+        )
+    finally:
+        root.handlers[:] = saved[0]
+        root.setLevel(saved[1])
+        log.setLevel(saved[2])
+    lines = stream.getvalue().splitlines()
+    assert len(lines) == 1 and lines[0].endswith("Unsupported upgrade request.")
+    assert len(logging.getLogger("uvicorn.error").filters) == 1

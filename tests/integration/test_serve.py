@@ -264,3 +264,16 @@ def test_multi_file_swagger_spec_is_served(tmp_path: Path) -> None:
         media = schema.responses["200"].media["application/json"]
         assert media.schema is not None
         jsonschema.validate(response.json(), media.schema.json)
+
+
+def test_a_websocket_upgrade_is_answered_as_plain_http(pets: str) -> None:
+    # No WebSocket protocol is loaded: the request is served like any other, not switched.
+    upgrade = {
+        "Connection": "Upgrade",
+        "Upgrade": "websocket",
+        "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
+        "Sec-WebSocket-Version": "13",
+    }
+    response = httpx.get(pets + "/pets", headers={**KEY, **upgrade})
+    assert response.status_code == 200
+    assert isinstance(response.json(), list)

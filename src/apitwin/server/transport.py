@@ -72,12 +72,17 @@ def _limited_httptools(limit: int) -> type[Any]:
 
 
 def uvicorn_http_options(max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES) -> dict[str, Any]:
-    """Keyword arguments for ``uvicorn.Config`` that bound request headers."""
+    """Keyword arguments for ``uvicorn.Config`` that bound request headers.
+
+    No WebSocket protocol: nothing apitwin serves speaks it, and loading one (uvicorn picks
+    whichever library is installed) costs start-up imports.
+    """
     try:
         import httptools  # noqa: F401
     except ImportError:
-        return {"http": "h11", "h11_max_incomplete_event_size": max_header_bytes}
+        return {"http": "h11", "h11_max_incomplete_event_size": max_header_bytes, "ws": "none"}
     return {
         "http": _limited_httptools(max_header_bytes),
         "h11_max_incomplete_event_size": max_header_bytes,
+        "ws": "none",
     }
