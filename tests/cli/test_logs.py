@@ -263,22 +263,26 @@ def test_uvicorns_advice_to_install_a_websocket_library_is_not_shown() -> None:
     from apitwin.logs import log, setup_logging
 
     root = logging.getLogger()
-    saved = (root.handlers[:], root.level, log.level)
-    stream = io.StringIO()
+    uvicorn_log = logging.getLogger("uvicorn.error")
+    saved = (root.handlers[:], root.level, log.level, uvicorn_log.level)
+    caught = io.StringIO()
+    catcher = logging.StreamHandler(caught)  # on the logger itself: whatever configured uvicorn's
     try:
         root.handlers.clear()
-        setup_logging("text", "info", stream)
-        setup_logging("text", "info", stream)  # set up twice: still one filter
-        uvicorn_log = logging.getLogger("uvicorn.error")
+        setup_logging("text", "info", io.StringIO())
+        setup_logging("text", "info", io.StringIO())  # set up twice: still one filter
+        uvicorn_log.addHandler(catcher)
+        uvicorn_log.setLevel(logging.WARNING)
         uvicorn_log.warning("Unsupported upgrade request.")
         uvicorn_log.warning(
             'No supported WebSocket library detected. Please use "pip install '
             "'uvicorn[standard]'\", or install 'websockets' or 'wsproto' manually."
         )
     finally:
+        uvicorn_log.removeHandler(catcher)
         root.handlers[:] = saved[0]
         root.setLevel(saved[1])
         log.setLevel(saved[2])
-    lines = stream.getvalue().splitlines()
-    assert len(lines) == 1 and lines[0].endswith("Unsupported upgrade request.")
-    assert len(logging.getLogger("uvicorn.error").filters) == 1
+        uvicorn_log.setLevel(saved[3])
+    assert caught.getvalue().splitlines() == ["Unsupported upgrade request."]
+    assert len(uvicorn_log.filters) == 1
