@@ -45,6 +45,8 @@ class _Builder:
             collector.registry, "3.0" if version.startswith("3.0") else "3.1"
         )
         self.op_ids: set[str] = set()
+        self._parameters: dict[str, Parameter | None] = {}
+        self._responses: dict[tuple[str, str], Response] = {}
         root_security = root.value.get("security")
         self.default_security = self.security(root.child("security")) if root_security else ()
 
@@ -96,6 +98,14 @@ class _Builder:
         resolved = self.c.follow(node)
         if resolved is None:
             return None
+        # Big specs share parameters (and responses) between hundreds of operations by `$ref`:
+        # each is built once. What is built depends on the resolved node alone.
+        address = resolved.address
+        if address not in self._parameters:
+            self._parameters[address] = self._parameter(resolved)
+        return self._parameters[address]
+
+    def _parameter(self, resolved: Located) -> Parameter | None:
         raw = resolved.value
         name, location = raw.get("name"), raw.get("in")
         if not isinstance(name, str) or location not in _LOCATIONS:
@@ -172,20 +182,27 @@ class _Builder:
             node = self.c.follow(op.child("responses", status))
             if node is None or not isinstance(node.value, dict):
                 continue
-            headers = {}
-            for name in node.value.get("headers") or {}:
-                if name.lower() == "content-type":
-                    continue
-                header = self.header(name, node.child("headers", name))
-                if header is not None:
-                    headers[name] = header
-            result[str(status).upper() if str(status) != "default" else "default"] = Response(
-                status=str(status).upper() if str(status) != "default" else "default",
-                description=str(node.value.get("description") or ""),
-                headers=headers,
-                media=self.media(node, "response"),
-            )
+            name = str(status).upper() if str(status) != "default" else "default"
+            key = (node.address, name)
+            if key not in self._responses:
+                self._responses[key] = self._response(name, node)
+            result[name] = self._responses[key]
         return result
+
+    def _response(self, status: str, node: Located) -> Response:
+        headers = {}
+        for name in node.value.get("headers") or {}:
+            if name.lower() == "content-type":
+                continue
+            header = self.header(name, node.child("headers", name))
+            if header is not None:
+                headers[name] = header
+        return Response(
+            status=status,
+            description=str(node.value.get("description") or ""),
+            headers=headers,
+            media=self.media(node, "response"),
+        )
 
     def security(self, node: Located) -> tuple[SecurityRequirement, ...]:
         if not isinstance(node.value, list):
