@@ -493,6 +493,19 @@ async def test_the_catalogue_is_built_in_steps_or_at_once_when_used_first() -> N
     assert summary(used) == whole
 
 
+@pytest.mark.anyio
+async def test_warming_starts_after_its_delay_and_a_cancelled_build_is_finished_by_use() -> None:
+    spec = load_spec(EXAMPLE)
+    whole = {n: e.record_path for n, e in catalogue(spec).items()}
+    later = Catalogue(spec)
+    warming = asyncio.ensure_future(later.warm(after=0.2))
+    await asyncio.sleep(0.05)
+    assert later._found == {}  # nothing built yet: start-up's first requests go first
+    warming.cancel()
+    await asyncio.wait([warming])
+    assert {n: e.record_path for n, e in later.items()} == whole
+
+
 def test_a_catalogue_error_is_raised_on_every_use() -> None:
     spec = load_spec(EXAMPLE)
     broken = Catalogue(spec, None, {"x": {"schema": {}, "when": "always"}})

@@ -7,7 +7,6 @@ enqueue events. Each stage is a small method a test can call alone; ``handle`` r
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import logging
 import random
@@ -76,6 +75,7 @@ from apitwin.webhooks.safety import AllowList
 
 CONNECTION_HEADER = "x-apitwin-connection"
 _DRAWN_HEADERS_KEPT = 4096
+WARM_AFTER = 0.5  # seconds after start-up before the events' background build begins
 log = logging.getLogger("apitwin")
 
 
@@ -158,15 +158,17 @@ class TwinService:
             if connection.webhook_url:
                 await self.ensure_endpoint(connection.client_id, connection.webhook_url)
         await self.dispatcher.start()
-        # Built a step at a time while the twin already answers.
-        self._warming = asyncio.create_task(self.events.warm())
+        # Built a step at a time while the twin already answers, once the first requests
+        # after start-up (a test suite's, a health probe's) have been: they need not wait for it.
+        self._warming = asyncio.create_task(self.events.warm(after=WARM_AFTER))
 
     async def stop(self) -> None:
         await self.dispatcher.stop()
         if self._warming is not None:
-            # A failed build is not lost: the next use of the events builds (and raises) again.
-            with contextlib.suppress(Exception):
-                await self._warming
+            # Stopped between steps: the next use of the events finishes the build (a failed
+            # build is not lost either: the next use builds, and raises, again).
+            self._warming.cancel()
+            await asyncio.wait([self._warming])
         await self.journal.flush()
 
     async def seed_connection(self, client_id: str) -> int:

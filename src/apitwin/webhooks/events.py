@@ -127,6 +127,7 @@ def cataloguing(
 ) -> Iterator[None]:
     """``catalogue`` in steps: fills ``found``, pausing after each webhook and operation."""
     index = _ResourceIndex(resources)
+    yield from index.building()
     for webhook in spec.webhooks:
         if webhook.name not in found or webhook.operation.method == "post":
             found[webhook.name] = _from_webhook(webhook.name, webhook.operation, index)
@@ -160,7 +161,9 @@ class Catalogue(Mapping[str, EventType]):
         self._lock = threading.Lock()
         self._error: Exception | None = None
 
-    async def warm(self) -> None:
+    async def warm(self, *, after: float = 0.0) -> None:
+        """Build the rest a step at a time, starting ``after`` seconds from now."""
+        await asyncio.sleep(after)
         while self._advance(whole=False):
             await asyncio.sleep(0)
 
@@ -314,16 +317,25 @@ class _ResourceIndex:
     def __init__(self, resources: ResourceMap | None) -> None:
         self.names: dict[str, str] = {}
         self.marks: dict[str, tuple[str | None, str | None]] = {}  # name -> ($defs key, title)
-        for res in (resources.resources if resources else {}).values():
+        self.by_key: dict[str, list[str]] = {}
+        self.by_title: dict[str, list[str]] = {}
+        self.order: dict[str, int] = {}
+        self._resources = list((resources.resources if resources else {}).values())
+        for res in self._resources:
             for alias in (res.singular, res.name, res.name.rsplit(".", 1)[-1]):
                 self.names.setdefault(_norm(alias), res.name)
+
+    def building(self) -> Iterator[None]:
+        """Marks the record schemas, pausing every few (bundling each takes a while: all of
+        GitHub's 500 take a tenth of a second)."""
+        for count, res in enumerate(self._resources, 1):
             if res.schema is not None:
                 self.marks[res.name] = _record_mark(res.schema)
+            if count % 20 == 0:
+                yield
         # Which resources a payload node can be, by its $ref key or its title: one lookup per
         # node instead of a comparison per resource (GitHub's spec: 270 webhooks, 1,000s of
         # nodes each, 100s of resources). Lists keep the marks' order: the first declared wins.
-        self.by_key: dict[str, list[str]] = {}
-        self.by_title: dict[str, list[str]] = {}
         for name, (key, title) in self.marks.items():
             if key is not None:
                 self.by_key.setdefault(key, []).append(name)
