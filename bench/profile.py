@@ -1,7 +1,7 @@
 """Profile apitwin under load: py-spy samples the server while wrk drives one scenario.
 
     .venv/bin/pip install -e '.[bench]'
-    .venv/bin/python bench/profile.py A          # or B, C, D; --seconds 8 --conc 50
+    .venv/bin/python bench/profile.py A          # or B, C, D, F; --seconds 8 --conc 50
     .venv/bin/python bench/profile.py C --pyinstrument
 
 py-spy: prints the functions holding the most samples (inclusive, and self) and keeps the
@@ -65,7 +65,7 @@ def summarize(collapsed: Path, top: int) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("scenario", choices=["A", "B", "C", "D"])
+    parser.add_argument("scenario", choices=["A", "B", "C", "D", "F"])
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--conc", type=int, default=50)
     parser.add_argument("--top", type=int, default=40)
@@ -93,20 +93,54 @@ def main() -> None:
         print(out.read_text())
         return
     out = bench.RESULTS / f"profile-{args.scenario}.txt"
+    if args.scenario == "F":
+        print(profile_webhooks(work, wrk, out, args))
+        print(summarize(out, args.top))
+        return
     with bench.serving(server, work) as running:
-        pid = running.process.pid  # taskset execs the server
-        spy = subprocess.Popen(
-            [str(Path(sys.executable).parent / "py-spy"), "record", "--pid", str(pid),
-             "--rate", "250", "--duration", str(round(args.seconds + 1)), "--format", "raw",
-             "--nonblocking", *(["--gil"] if args.gil else []), "-o", str(out)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        time.sleep(0.5)
+        spy = spying(running.process.pid, out, args)  # taskset execs the server
         result = wrk.run(running, args.scenario, args.conc, 0)
         spy.wait(60)
     print(f"{args.scenario} c={args.conc}: {result.rps:,.0f} req/s under py-spy (sampling)")
     print(summarize(out, args.top))
+
+
+def spying(pid: int, out: Path, args: argparse.Namespace) -> subprocess.Popen[bytes]:
+    spy = subprocess.Popen(
+        [str(Path(sys.executable).parent / "py-spy"), "record", "--pid", str(pid),
+         "--rate", "250", "--duration", str(round(args.seconds + 1)), "--format", "raw",
+         "--nonblocking", *(["--gil"] if args.gil else []), "-o", str(out)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    time.sleep(0.5)
+    return spy
+
+
+def profile_webhooks(work: Path, wrk: bench.Wrk, out: Path, args: argparse.Namespace) -> str:
+    """Scenario F: wrk fires control calls at the twin while its webhooks go to the receiver."""
+    receiver = bench.Server(
+        "receiver",
+        lambda port, _: [bench.PYTHON, str(bench.HERE / "receiver.py"), "--port", str(port)],
+        ready_path="/_stats",
+    )
+    hook = bench.start(receiver, work, cpu=bench.LOAD_CPU)
+    try:
+        twin = bench.Server("apitwin-webhooks", bench._apitwin(bench.HERE / "webhooks.yaml"))
+        api = bench.start(twin, work)
+        try:
+            bench.wait_mcp(api.url)
+            spy = spying(api.process.pid, out, args)
+            result = bench._webhooks(hook, api, wrk, args.seconds, 0, work)
+            spy.wait(60)
+        finally:
+            bench.stop(api.process)
+    finally:
+        bench.stop(hook.process)
+    return (
+        f"F: {result['deliveries_per_s']:,.0f} signed deliveries/s, "
+        f"{result['control_calls_per_s']:,.0f} control calls/s under py-spy (sampling)"
+    )
 
 
 if __name__ == "__main__":
