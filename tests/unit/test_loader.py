@@ -335,3 +335,85 @@ def test_json_within_the_default_nesting_limit_is_read(depth: int) -> None:
 def test_json_past_the_default_nesting_limit_is_refused() -> None:
     with pytest.raises(ValueError, match="nests deeper than 256 levels"):
         parse_document(b"[" * 257 + b"]" * 257, "deep.json")
+
+
+def test_refs_are_found_in_json_text_only_where_that_is_exact() -> None:
+    from apitwin.spec.loader import _literal_refs
+
+    assert _literal_refs(b'{"$ref" : "#/a", "b": {"$ref":"#/c"}, "d": "\\"$ref\\""}') == [
+        "#/a",
+        "#/c",
+    ]
+    assert _literal_refs(b'{"enum": ["$ref"], "x": {"$ref": "#/a"}}') == ["#/a"]
+    assert _literal_refs(b'{"\\u0024ref": "#/a"}') is None  # an escaped key
+    assert _literal_refs(b'{"$r\\u0065f": "#/a"}') is None
+    assert _literal_refs(b'{"$ref": ""}') is None  # the walk warns about it
+    assert _literal_refs(b'{"$ref": 5}') is None
+    assert _literal_refs(b'{"$ref": "#/a\\/b"}') is None  # an escape in the value
+    assert _literal_refs(None) is None
+
+
+JSON_SPEC = {
+    "openapi": "3.1.0",
+    "info": {"title": "t", "version": "1"},
+    "paths": {
+        "/a": {
+            "get": {
+                "responses": {
+                    "200": {
+                        "description": "ok",
+                        "content": {
+                            "application/json": {
+                                "schema": {"$ref": "#/components/schemas/A"},
+                                "example": {"$ref": "#/not/a/reference"},
+                            }
+                        },
+                    }
+                }
+            }
+        }
+    },
+    "components": {"schemas": {"A": {"type": "object"}}},
+}
+
+
+def test_a_json_spec_with_a_reference_like_example_loads(tmp_path: Path) -> None:
+    import json
+
+    path = tmp_path / "spec.json"
+    path.write_text(json.dumps(JSON_SPEC))
+    assert [op.key for op in load_spec(path).operations] == ["GET /a"]
+
+
+def test_a_broken_reference_in_a_json_spec_is_reported_where_it_is(tmp_path: Path) -> None:
+    import copy
+    import json
+
+    spec = copy.deepcopy(JSON_SPEC)
+    media = spec["paths"]["/a"]["get"]["responses"]["200"]["content"]["application/json"]
+    media["schema"] = {"$ref": "#/components/schemas/Missing"}
+    path = tmp_path / "spec.json"
+    path.write_text(json.dumps(spec))
+    with pytest.raises(SpecError) as caught:
+        load_spec(path)
+    pointer = "/paths/~1a/get/responses/200/content/application~1json/schema"
+    assert any(
+        p.pointer == pointer and "cannot be resolved" in p.reason for p in caught.value.problems
+    )
+
+
+def test_a_json_spec_referencing_another_file_reads_it(tmp_path: Path) -> None:
+    import copy
+    import json
+
+    spec = copy.deepcopy(JSON_SPEC)
+    spec["components"]["schemas"]["A"] = {"$ref": "other.json#/B"}
+    (tmp_path / "other.json").write_text(
+        json.dumps({"B": {"$ref": "#/C"}, "C": {"type": "string"}})
+    )
+    path = tmp_path / "spec.json"
+    path.write_text(json.dumps(spec))
+    assert load_spec(path).operations
+    (tmp_path / "other.json").write_text(json.dumps({"B": {"$ref": "#/Nope"}}))
+    with pytest.raises(SpecError, match=r"other\.json"):
+        load_spec(path)

@@ -169,6 +169,8 @@ class TwinService:
             # build is not lost either: the next use builds, and raises, again).
             self._warming.cancel()
             await asyncio.wait([self._warming])
+            if not self._warming.cancelled():
+                self._warming.exception()  # seen here; the next use raises it again
         await self.journal.flush()
 
     async def seed_connection(self, client_id: str) -> int:

@@ -148,6 +148,13 @@ def check_refs(registry: DocumentRegistry, collector: Collector) -> int:
         except RefError as exc:
             collector.problems.append(exc.problem)
             continue
+        quick = _literal_refs(registry.json_text(uri))
+        if quick is not None and _all_resolve(registry, uri, quick, checked):
+            found += len(quick)
+            continue
+        # YAML, a reference that does not resolve or one to another document: walk the
+        # document, to know which `$ref`s count (not those inside examples or extensions) and
+        # where each one is.
         refs = _refs_in(document)
         found += len(refs)
         for ref, pointer in refs:
@@ -175,7 +182,57 @@ def check_refs(registry: DocumentRegistry, collector: Collector) -> int:
                 continue
             if target_uri != uri:
                 pending.append(target_uri)
+    registry.forget_texts()
     return found
+
+
+# How "$ref" could be spelled with escapes in JSON: "$", "r", "e" or "f" as a \u escape (their
+# codes have no hex letters, so there is no upper-case variant).
+_ESCAPED_REF = re.compile(rb"\\u00(?:24|6[56]|72)")
+# "$ref" with what follows: a colon (a key), then a string value without escapes.
+_REF_KEY = re.compile(rb'\$ref"[ \t\r\n]*(:[ \t\r\n]*(?:"([^"\\]*)(["\\]))?)?')
+
+
+def _literal_refs(text: bytes | None) -> list[str] | None:
+    """Every `$ref` of a JSON text, found in the text itself: a fraction of walking the parsed
+    document. None when that cannot be exact: a `$ref` key spelled with an escape, or a value
+    that is not a plain non-empty string.
+
+    In JSON text, a string followed by a colon is a key: each `$ref"` then a colon ends a key,
+    so no `$ref` key is missed. A longer key ending so (`"x$ref"`) is checked too, which can
+    only send the load the long way round.
+    """
+    if text is None or _ESCAPED_REF.search(text):
+        return None
+    found: list[str] = []
+    for match in _REF_KEY.finditer(text):
+        if match[1] is None:
+            continue  # not followed by a colon: not a key
+        if match[3] != b'"' or not match[2]:
+            return None
+        found.append(match[2].decode())
+    return found
+
+
+def _all_resolve(registry: DocumentRegistry, uri: str, refs: list[str], checked: set[str]) -> bool:
+    """Whether each of ``refs`` (written in ``uri``) resolves within ``uri`` itself; marks
+    those that do. A reference to another document takes the long way round, which knows
+    whether it is a reference at all (not inside an example) before reading that document."""
+    for ref in refs:
+        target_uri, target_pointer = registry.target(uri, ref)
+        if target_uri != uri:
+            return False
+        address = f"{target_uri}#{target_pointer}"
+        if address in checked:
+            continue
+        try:
+            target = registry.lookup(target_uri, target_pointer)
+            if isinstance(target.value, dict) and "$ref" in target.value:
+                registry.follow(target)
+        except RefError:
+            return False
+        checked.add(address)
+    return True
 
 
 def _refs_in(document: Any) -> list[tuple[Any, str]]:

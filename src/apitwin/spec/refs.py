@@ -147,7 +147,11 @@ _Loader.add_constructor("tag:yaml.org,2002:timestamp", _construct_timestamp)
 
 def parse_document(data: bytes, name: str, limits: SpecLimits | None = None) -> Any:
     """Parse JSON or YAML bytes; raises ValueError with a plain reason."""
-    limits = limits or SpecLimits()
+    return _parse(data, limits or SpecLimits())[0]
+
+
+def _parse(data: bytes, limits: SpecLimits) -> tuple[Any, bool]:
+    """The document, and whether it was read as JSON."""
     if len(data) > limits.max_bytes:
         raise ValueError(f"file is larger than the {_size(limits.max_bytes)} limit")
     body = data[3:] if data.startswith(codecs.BOM_UTF8) else data
@@ -159,7 +163,7 @@ def parse_document(data: bytes, name: str, limits: SpecLimits | None = None) -> 
             # JSON has no aliases: every value is its own object, none contains itself. Only
             # the depth needs checking, level by level (a tenth of check_shape's cost).
             check_depth(document, limits.max_nesting)
-            return document
+            return document, True
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -183,7 +187,7 @@ def parse_document(data: bytes, name: str, limits: SpecLimits | None = None) -> 
     finally:
         loader.dispose()
     check_shape(document, limits)
-    return document
+    return document, False
 
 
 def check_depth(document: Any, limit: int) -> None:
@@ -318,6 +322,8 @@ class DocumentRegistry:
         self._base_dir = (spec_root or root.parent).resolve()
         self._documents: dict[str, Any] = {}
         self._found: dict[tuple[str, str], Located] = {}
+        # The text of each document read as JSON, while the spec loads (see json_text).
+        self._json_texts: dict[str, bytes] = {}
         # JSON Schema `$id` and `$anchor` targets (OpenAPI 3.1), indexed on first need.
         self._ids: dict[str, Located] = {}
         self._indexed: set[str] = set()
@@ -358,11 +364,20 @@ class DocumentRegistry:
         if self.on_read is not None:
             self.on_read(uri, len(data))
         try:
-            document = parse_document(data, self.name(uri), self.limits)
+            document, is_json = _parse(data, self.limits)
         except ValueError as exc:
             raise RefError(Problem(self.name(uri), "", str(exc))) from None
         self._documents[uri] = document
+        if is_json:
+            self._json_texts[uri] = data
         return document
+
+    def json_text(self, uri: str) -> bytes | None:
+        """The bytes of a document read as JSON (None for YAML, or once forgotten)."""
+        return self._json_texts.get(uri)
+
+    def forget_texts(self) -> None:
+        self._json_texts.clear()
 
     def root(self) -> Located:
         return Located(self.document(self.root_uri), self.root_uri, "")
