@@ -24,13 +24,16 @@ from apitwin.state.store import Store
 CONTROL_PREFIX = "/_apitwin"
 MCP_PATH = "/mcp"
 MCP_READY_TIMEOUT = 30.0
+MCP_BUILD_AFTER = 0.5  # seconds after start-up
 
 
 class McpRunner:
-    """The MCP endpoint, built in the background after start-up.
+    """The MCP endpoint, built in the background shortly after start-up.
 
-    Importing the MCP SDK costs about a second; the twin answers its API meanwhile, and MCP
-    requests that arrive early wait until it is ready.
+    Importing the MCP SDK costs about a second; the twin answers its API meanwhile. The build
+    starts half a second after start-up (the first API requests, a test suite's or a health
+    probe's, need not share the process with it) or at the first MCP request, which waits
+    until it is ready.
     """
 
     def __init__(self, control: ControlService, host: str) -> None:
@@ -40,11 +43,14 @@ class McpRunner:
         self.stopping = asyncio.Event()
         self.app: Any = None
         self.task: asyncio.Task[None] | None = None
+        self._go = asyncio.Event()
 
-    def start(self) -> None:
+    def start(self, after: float = MCP_BUILD_AFTER) -> None:
         self.task = asyncio.create_task(self._run())
+        asyncio.get_running_loop().call_later(after, self._go.set)
 
     async def _run(self) -> None:
+        await self._go.wait()
         build_server = await asyncio.to_thread(_import_mcp)
         server = build_server(self.control)
         self.app = server.streamable_http_app(streamable_http_path=MCP_PATH, host=self.host)
@@ -57,10 +63,16 @@ class McpRunner:
 
     async def stop(self) -> None:
         self.stopping.set()
-        if self.task is not None:
-            await self.task
+        if self.task is None:
+            return
+        if not self._go.is_set():
+            self.task.cancel()  # not begun: nothing to build now
+        await asyncio.wait([self.task])
+        if not self.task.cancelled():
+            self.task.result()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        self._go.set()  # an MCP client is here: build it now if not yet begun
         await asyncio.wait_for(self.ready.wait(), MCP_READY_TIMEOUT)
         await self.app(scope, receive, send)
 
