@@ -6,20 +6,22 @@ import asyncio
 import gc
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import orjson
 
 from apitwin.config import Limits, Settings
 from apitwin.errors import ConfigError
-from apitwin.server.admin_api import AdminApi, openapi_document
 from apitwin.server.mock import BodyTooLarge, MockApp, Receive, Scope, Send, read_body
 from apitwin.service.control import ControlService
 from apitwin.service.twin import TwinService
 from apitwin.spec.loader import Phase, Progress, load_spec
 from apitwin.spec.refs import SpecLimits
 from apitwin.state.store import Store
+
+if TYPE_CHECKING:
+    from apitwin.server.admin_api import AdminApi
 
 CONTROL_PREFIX = "/_apitwin"
 MCP_PATH = "/mcp"
@@ -78,9 +80,11 @@ class McpRunner:
 
 
 def _import_mcp() -> Any:
-    # The webhook sender's HTTP client too, while at it: not at start-up, nor on the first webhook.
+    # The webhook sender's HTTP client and the admin API too, while at it: not at start-up, nor
+    # on the first webhook or control call.
     import aiohttp  # noqa: F401
 
+    import apitwin.server.admin_api  # noqa: F401
     from apitwin.mcp_tools import build_server
 
     return build_server
@@ -114,13 +118,24 @@ class App:
         self.control_prefix = control_prefix
         self.control = ControlService(twins, origin or "http://127.0.0.1:8000")
         self._origin_known = origin is not None
-        self.admin = AdminApi(
-            self.control,
-            admin_token,
-            control_prefix + "/api",
-            max_body=self.limits.request_body_bytes,
-        )
+        self._admin_token = admin_token
+        self._admin: AdminApi | None = None
         self.mcp = McpRunner(self.control, host)
+
+    @property
+    def admin(self) -> AdminApi:
+        """The admin API, built on first use: serving the twins needs none of its imports
+        (Starlette's routing among them), and start-up need not wait for them."""
+        if self._admin is None:
+            from apitwin.server.admin_api import AdminApi
+
+            self._admin = AdminApi(
+                self.control,
+                self._admin_token,
+                self.control_prefix + "/api",
+                max_body=self.limits.request_body_bytes,
+            )
+        return self._admin
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -239,6 +254,8 @@ class App:
             )
             return
         if sub == "/openapi.json":
+            from apitwin.server.admin_api import openapi_document
+
             await _json(send, 200, openapi_document(self.control_prefix + "/api"))
             return
         if sub in ("/health", "/health/"):
