@@ -349,7 +349,7 @@ def test_refs_are_found_in_json_text_only_where_that_is_exact() -> None:
     assert _literal_refs(b'{"$r\\u0065f": "#/a"}') is None
     assert _literal_refs(b'{"$ref": ""}') is None  # the walk warns about it
     assert _literal_refs(b'{"$ref": 5}') is None
-    assert _literal_refs(b'{"$ref": "#/a\\/b"}') is None  # an escape in the value
+    assert _literal_refs(b'{"$ref": "#\\/a\\/b"}') == ["#/a/b"]  # escapes in the value
     assert _literal_refs(None) is None
 
 

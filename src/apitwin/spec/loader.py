@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from apitwin.errors import Problem, SpecError
 from apitwin.spec.model import HTTP_METHODS, Spec
 from apitwin.spec.refs import DocumentRegistry, Located, RefError, SpecLimits, escape
@@ -173,9 +175,7 @@ def check_refs(registry: DocumentRegistry, collector: Collector) -> int:
                 continue
             checked.add(address)
             try:
-                target = registry.lookup(target_uri, target_pointer)
-                if isinstance(target.value, dict) and "$ref" in target.value:
-                    registry.follow(target)  # a $ref to a $ref: the chain must end, and soon
+                _resolve(registry, target_uri, target_pointer)
             except RefError as exc:
                 reason = f"$ref {ref!r} cannot be resolved: {exc.problem.reason}"
                 collector.problems.append(Problem(registry.name(uri), pointer, reason))
@@ -191,6 +191,7 @@ def check_refs(registry: DocumentRegistry, collector: Collector) -> int:
 _ESCAPED_REF = re.compile(rb"\\u00(?:24|6[56]|72)")
 # "$ref" with what follows: a colon (a key), then a string value without escapes.
 _REF_KEY = re.compile(rb'\$ref"[ \t\r\n]*(:[ \t\r\n]*(?:"([^"\\]*)(["\\]))?)?')
+_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')
 
 
 def _literal_refs(text: bytes | None) -> list[str] | None:
@@ -208,9 +209,16 @@ def _literal_refs(text: bytes | None) -> list[str] | None:
     for match in _REF_KEY.finditer(text):
         if match[1] is None:
             continue  # not followed by a colon: not a key
-        if match[3] != b'"' or not match[2]:
+        if match[3] is None:
+            return None  # not a string
+        if match[3] == b'"':
+            value = match[2].decode()
+        else:  # escapes (some writers escape every "/"): the whole string, decoded
+            whole = _JSON_STRING.match(text, match.start(2) - 1)
+            value = orjson.loads(whole[0]) if whole else ""
+        if not value:
             return None
-        found.append(match[2].decode())
+        found.append(value)
     return found
 
 
@@ -226,13 +234,17 @@ def _all_resolve(registry: DocumentRegistry, uri: str, refs: list[str], checked:
         if address in checked:
             continue
         try:
-            target = registry.lookup(target_uri, target_pointer)
-            if isinstance(target.value, dict) and "$ref" in target.value:
-                registry.follow(target)
+            _resolve(registry, target_uri, target_pointer)
         except RefError:
             return False
         checked.add(address)
     return True
+
+
+def _resolve(registry: DocumentRegistry, uri: str, pointer: str) -> None:
+    target = registry.lookup(uri, pointer)
+    if isinstance(target.value, dict) and "$ref" in target.value:
+        registry.follow(target)  # a $ref to a $ref: the chain must end, and soon
 
 
 def _refs_in(document: Any) -> list[tuple[Any, str]]:
