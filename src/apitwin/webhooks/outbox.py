@@ -486,9 +486,10 @@ class Outbox:
             log.warning("webhook history of %s not pruned: %s", conn, exc)
 
     async def prune(self, conn: str) -> int:
-        """Remove the oldest finished deliveries (with their attempt logs) and the oldest
-        messages no delivery refers to, beyond the newest ``keep`` of each; pending and
-        in-flight deliveries are never touched. Returns how many items were removed."""
+        """Remove the oldest finished deliveries (with their attempt logs) beyond the newest
+        ``keep``, and the messages among the oldest beyond the newest ``keep`` that no delivery
+        refers to; pending and in-flight deliveries (and their messages) are never touched.
+        Returns how many items were removed."""
         removed = 0
         excess = await self.store.count(Query(self.scope(conn, DELIVERY))) - self.keep
         if excess > 0:
@@ -502,9 +503,10 @@ class Outbox:
         ops: list[Op] = []
         gone = 0
         after = 0
+        page_size = min(wanted, _PAGE)  # the oldest are usually finished: read no more
         while gone < wanted:
             page = await self.store.query(
-                Query(self.scope(conn, DELIVERY), after_seq=after, limit=_PAGE)
+                Query(self.scope(conn, DELIVERY), after_seq=after, limit=page_size)
             )
             for item in page:
                 if item.data.get("status") not in FINISHED:
@@ -517,31 +519,26 @@ class Outbox:
                 gone += 1
                 if gone >= wanted:
                     break
-            if len(page) < _PAGE:
+            if len(page) < page_size:
                 break
             after = page[-1].seq
         if ops:
             await self.store.write(ops)
         return gone
 
-    async def _prune_messages(self, conn: str, wanted: int) -> int:
+    async def _prune_messages(self, conn: str, window: int) -> int:
+        # Only the oldest ``window`` messages are candidates: one still referred (its delivery
+        # pending, or newer than the pass that counted) waits for a later pass. Looking past
+        # them would delete messages among the newest ``keep`` and, while events keep coming,
+        # read the whole history on every pass.
+        oldest = await self.store.query(Query(self.scope(conn, MESSAGE), limit=window))
         ops: list[Op] = []
-        after = 0
-        while len(ops) < wanted:
-            page = await self.store.query(
-                Query(self.scope(conn, MESSAGE), after_seq=after, limit=_PAGE)
+        for item in oldest:
+            referred = await self.store.count(
+                Query(self.scope(conn, DELIVERY), parent=item.key.id, limit=1)
             )
-            for item in page:
-                referred = await self.store.count(
-                    Query(self.scope(conn, DELIVERY), parent=item.key.id, limit=1)
-                )
-                if not referred:
-                    ops.append(Delete(item.key, must_exist=False))
-                    if len(ops) >= wanted:
-                        break
-            if len(page) < _PAGE:
-                break
-            after = page[-1].seq
+            if not referred:
+                ops.append(Delete(item.key, must_exist=False))
         if ops:
             await self.store.write(ops)
         return len(ops)
