@@ -633,7 +633,7 @@ def test_a_postgres_url_without_the_driver_names_the_extra() -> None:
 
 async def test_sqlite_wal_restarts_under_a_steady_stream_of_writes(tmp_path: Path) -> None:
     # Background passes alone never reach the end of a WAL that keeps growing, so it never
-    # restarts; past the limit the checkpointer holds this process back and truncates it.
+    # restarts; past the limit the checkpointer copies the rest with this process held back.
     path = tmp_path / "stream.db"
     store = SQLiteStore(path)
     await store.open()

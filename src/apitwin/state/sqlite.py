@@ -73,9 +73,8 @@ SCHEMA = [
 ]
 _COLUMNS = "twin, conn, kind, id, parent, seq, version, data, created, updated"
 CHECKPOINT_INTERVAL = 0.2  # seconds between checkpoints of the WAL
-# A WAL past this size is checkpointed with this process's statements held back, so it can
-# restart: under a steady stream of writes the background passes never catch up with the end
-# (the bench's POST load grew it by 40 MB a second without this).
+# Past this size the WAL is made to restart (see _checkpoint_loop), and when it restarts its file
+# is cut back to this size, not to nothing: truncating and regrowing it stalled the writer.
 WAL_RESTART_BYTES = 64 * 2**20
 _INSERT = f"INSERT INTO items ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?)"
 _UPSERT = f"INSERT OR REPLACE INTO items ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?)"
@@ -143,10 +142,10 @@ class SQLiteStore:
             # of their own: done by the commit that crosses the WAL's threshold, as by default,
             # they stall the event loop for tens to hundreds of milliseconds.
             db.execute("PRAGMA wal_autocheckpoint=0")
-            # Once checkpointed, the WAL restarts from an empty file rather than reusing its old
-            # space: with a full disk, the next write fails (507) instead of filling a WAL that
-            # can no longer be checkpointed into the database.
-            db.execute("PRAGMA journal_size_limit=0")
+            # A restarted WAL reuses its file's space. On a full disk, a write that needs more
+            # (a longer WAL, or a database file that must grow to take a checkpoint) fails
+            # with 507; what fits is written durably.
+            db.execute(f"PRAGMA journal_size_limit={WAL_RESTART_BYTES}")
             self._stop_checkpoints.clear()
             self._checkpointer = threading.Thread(
                 target=self._checkpoint_loop, name="apitwin-sqlite-checkpoint", daemon=True
@@ -155,19 +154,22 @@ class SQLiteStore:
 
     def _checkpoint_loop(self) -> None:
         db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        wal = Path(f"{self.path}-wal")
         try:
-            # Only the restart below waits (for another process's writer or readers), and it
-            # does so holding this process's statements back: briefly, then the next round.
-            db.execute("PRAGMA busy_timeout=100")
+            db.execute("PRAGMA busy_timeout=5000")
+            page_size = int(db.execute("PRAGMA page_size").fetchone()[0])
             while not self._stop_checkpoints.wait(CHECKPOINT_INTERVAL):
                 # PASSIVE: never waits for (nor blocks) the writer or readers. A failure (a full
                 # disk, say) is left to the next round; writes report it where it matters.
-                with contextlib.suppress(sqlite3.Error, OSError):
-                    db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-                    if wal.stat().st_size > self.wal_restart_bytes:
+                with contextlib.suppress(sqlite3.Error):
+                    _, frames, _ = db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                    if frames * page_size > self.wal_restart_bytes:
+                        # Under a steady stream of writes a pass never reaches the WAL's end, so
+                        # the WAL never restarts and grows without bound (40 MB a second under
+                        # the bench's POSTs). The frames written since that pass are copied with
+                        # this process's statements held back (a few ms); the next write then
+                        # starts the WAL over.
                         with self._lock:
-                            db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+                            db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
         finally:
             db.close()
 
