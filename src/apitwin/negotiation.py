@@ -6,6 +6,7 @@ another, as Prism users expect.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 from apitwin.spec.model import Example, MediaType, Operation, Response, is_json_media
@@ -64,6 +65,13 @@ def response_for_status(op: Operation, code: int) -> Response | None:
 
 
 def default_response(op: Operation) -> tuple[int, Response | None]:
+    found: tuple[int, Response | None] | None = op.memo.get("default_response")
+    if found is None:
+        found = op.memo["default_response"] = _default_response(op)
+    return found
+
+
+def _default_response(op: Operation) -> tuple[int, Response | None]:
     keys = list(op.responses)
     exact = sorted(int(k) for k in keys if k.isdigit() and 200 <= int(k) < 300)
     if exact:
@@ -78,9 +86,16 @@ def default_response(op: Operation) -> tuple[int, Response | None]:
     return 204, None
 
 
-def _accepts(accept: str | None) -> list[tuple[str, float]]:
+def _accepts(accept: str | None) -> tuple[tuple[str, float], ...]:
+    # Clients send a handful of distinct headers; only short ones are kept.
+    if accept is not None and len(accept) > 200:
+        return _parse_accepts(accept)
+    return _known_accepts(accept)
+
+
+def _parse_accepts(accept: str | None) -> tuple[tuple[str, float], ...]:
     if not accept:
-        return [("*/*", 1.0)]
+        return (("*/*", 1.0),)
     ranges = []
     for part in accept.split(","):
         media, *params = [p.strip() for p in part.split(";")]
@@ -94,7 +109,10 @@ def _accepts(accept: str | None) -> list[tuple[str, float]]:
         if media and q > 0:
             ranges.append((media.lower(), q))
     ranges.sort(key=lambda r: r[1], reverse=True)
-    return ranges
+    return tuple(ranges)
+
+
+_known_accepts = functools.lru_cache(maxsize=256)(_parse_accepts)
 
 
 def _acceptable(media: str, wanted: str) -> bool:
@@ -108,7 +126,10 @@ def _acceptable(media: str, wanted: str) -> bool:
 def pick_media(response: Response, accept: str | None) -> MediaType | Refusal | None:
     if not response.media:
         return None
-    candidates = sorted(response.media.values(), key=lambda m: not is_json_media(m.name))
+    candidates: list[MediaType] | None = response.memo.get("candidates")
+    if candidates is None:  # JSON first
+        candidates = sorted(response.media.values(), key=lambda m: not is_json_media(m.name))
+        response.memo["candidates"] = candidates
     for wanted, _ in _accepts(accept):
         for media in candidates:
             if _acceptable(media.name, wanted):

@@ -255,10 +255,12 @@ def _content(param: Parameter, text: str) -> Any:
 
 
 def _param_shape(param: Parameter) -> Shape:
-    if param.schema is None:
-        return "primitive"
-    schema = param.schema.json
-    return _shape(schema, schema, 0, _NONE)
+    shape: Shape | None = param.memo.get("shape")
+    if shape is None:
+        schema = param.schema.json if param.schema is not None else None
+        shape = "primitive" if schema is None else _shape(schema, schema, 0, _NONE)
+        param.memo["shape"] = shape
+    return shape
 
 
 def _split(raw: str, sep: str, decode: Decoder, fallback: bool) -> tuple[list[str], Decoder]:

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import pickle
 from typing import Any, cast
 
@@ -505,3 +506,11 @@ def test_missing_is_a_falsy_singleton_that_survives_copying() -> None:
     assert not MISSING
     assert copy.deepcopy(MISSING) is MISSING
     assert pickle.loads(pickle.dumps(MISSING)) is MISSING
+
+
+def test_a_parameters_shape_is_worked_out_once_and_is_not_part_of_its_identity() -> None:
+    first = make("query", ARRAY, explode=False)
+    assert run(first, "color=blue,black") == ["blue", "black"]
+    assert first.memo == {"shape": "array"}
+    second = dataclasses.replace(first)
+    assert first == second and not second.memo

@@ -307,6 +307,14 @@ def _filters(resource: Resource, request: ValidRequest) -> dict[str, Any]:
 
 
 def _json_schema(op: Operation, status: int) -> Schema | None:
+    key = ("json_schema", status)
+    if key not in op.memo:
+        op.memo[key] = _find_json_schema(op, status)
+    found: Schema | None = op.memo[key]
+    return found
+
+
+def _find_json_schema(op: Operation, status: int) -> Schema | None:
     response = response_for_status(op, status)
     if response is None:
         return None

@@ -6,6 +6,7 @@ converted and bundled lazily per use (see ``spec.schemas``), so multi-MB specs l
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
@@ -81,6 +82,9 @@ class Parameter:
     # OpenAPI 3 parameters may carry `content` instead of `schema` (a JSON-encoded value).
     media_type: str | None = None
     deprecated: bool = False
+    # Values derived from the fields on first use (a request's response pick, a parameter's
+    # shape), so no request walks the spec for them again.
+    memo: dict[Any, Any] = field(default_factory=dict, init=False, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +108,9 @@ class Response:
     description: str
     headers: Mapping[str, Header]
     media: Mapping[str, MediaType]
+    # Values derived from the fields on first use (a request's response pick, a parameter's
+    # shape), so no request walks the spec for them again.
+    memo: dict[Any, Any] = field(default_factory=dict, init=False, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,6 +159,9 @@ class Operation:
     callbacks: tuple[Callback, ...] = ()
     deprecated: bool = False
     location: str = ""
+    # Values derived from the fields on first use (a request's response pick, a parameter's
+    # shape), so no request walks the spec for them again.
+    memo: dict[Any, Any] = field(default_factory=dict, init=False, compare=False, repr=False)
 
     @property
     def key(self) -> str:
@@ -186,6 +196,7 @@ class Spec:
         return None
 
 
+@functools.lru_cache(maxsize=256)
 def is_json_media(name: str) -> bool:
     base = name.split(";", 1)[0].strip().lower()
     return base == "application/json" or base.endswith("+json") or base == "*/*"
