@@ -265,6 +265,10 @@ class Journal:
     def scope(self, conn: str) -> Scope:
         return Scope(self.twin, conn, REQUEST_KIND)
 
+    def forget(self, conn: str) -> None:
+        """A connection was removed (its entries with it)."""
+        self._unpruned.pop(conn, None)
+
     async def record(
         self,
         exchange: Exchange,

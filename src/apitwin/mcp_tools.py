@@ -97,6 +97,7 @@ class Control(Protocol):
     ) -> dict[str, Any]: ...
     async def list_connections(self, twin: str | None = None) -> list[dict[str, Any]]: ...
     async def reset_connection(self, connection_id: str) -> dict[str, Any]: ...
+    async def remove_connection(self, connection_id: str) -> dict[str, Any]: ...
     async def describe_api(
         self, connection_id: str, resource: str | None = None
     ) -> dict[str, Any]: ...
@@ -308,6 +309,13 @@ def build_server(local: Control | None) -> MCPServer:
         """Delete all records of the connection and restore its seed data."""
         control, handle = router.split(connection_id)
         return await _call(control.reset_connection(handle))
+
+    @mcp.tool(annotations=REMOVE)
+    async def remove_connection(connection_id: ConnectionId) -> dict[str, Any]:
+        """Remove the connection with its records, journal, webhook endpoints and deliveries,
+        faults and tokens. Its client id can connect again afresh, with new credentials."""
+        control, handle = router.split(connection_id)
+        return await _call(control.remove_connection(handle))
 
     @mcp.tool(annotations=READ)
     async def describe_api(

@@ -76,6 +76,9 @@ class RemoteControl:
     async def reset_connection(self, connection_id: str) -> dict[str, Any]:
         return dict(await self._request("POST", f"{_conn(connection_id)}/reset"))
 
+    async def remove_connection(self, connection_id: str) -> dict[str, Any]:
+        return dict(await self._request("DELETE", _conn(connection_id)))
+
     async def describe_api(self, connection_id: str, resource: str | None = None) -> dict[str, Any]:
         params = {"resource": resource} if resource else None
         return dict(await self._request("GET", f"{_conn(connection_id)}/describe", params=params))

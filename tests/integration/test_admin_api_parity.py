@@ -83,6 +83,7 @@ def scenario() -> list[Step]:
         Step("delete_record", {"resource": "projects", "record_id": "{project}"}, "DELETE", record),
         Step("reset_connection", {}, "POST", "/connections/{h}/reset"),
         Step("list_records", {"resource": "projects"}, "GET", "/connections/{h}/records/projects"),
+        Step("remove_connection", {}, "DELETE", "/connections/{h}"),
     ]  # fmt: skip
 
 
@@ -157,6 +158,7 @@ async def test_the_mcp_tools_and_the_admin_api_answer_alike(example: Running) ->
         assert normalized(mine, "parity-mcp") == normalized(theirs, "parity-rest"), tool
     # the comparison is not vacuous: the runs did things
     assert over_mcp[2]["record"]["title"] == PROJECT["title"]
-    assert over_rest[-1]["total"] == 2
+    assert over_rest[-2]["total"] == 2
+    assert over_rest[-1]["removed"] is True
     assert [f["kind"] for f in over_rest[8]["faults"]] == ["status"]
     assert over_mcp[6]["steps"][0]["record"]["title"] == "Heat pumps"

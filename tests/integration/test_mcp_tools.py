@@ -329,6 +329,14 @@ async def test_every_listed_tool_answers_with_real_content(
         after = await agent.call("list_records", connection_id=handle, resource="projects")
         assert after["total"] == 2
 
+        # -- gone ------------------------------------------------------------------------------
+        removed = await agent.call("remove_connection", connection_id=handle)
+        assert removed == {"connection_id": handle, "removed": True}
+        assert "Call connect() to create one" in await agent.fail(
+            "list_records", connection_id=handle, resource="projects"
+        )
+        assert httpx.get(f"{base}/projects", headers=auth).status_code == 401
+
         untested = set(listed) - agent.called
         assert not untested, f"tools without a test step: {sorted(untested)}"
         assert agent.called <= set(listed)

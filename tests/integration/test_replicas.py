@@ -187,6 +187,23 @@ def test_two_replicas_share_state_connections_faults_journal_and_clock(tmp_path:
         assert made.status_code in (200, 201), made.text
         assert httpx.get(f"{b.api('initech')}/faults").status_code == 200
 
+        # Removed through B, it is gone for A too, with the token A issued to it.
+        issued = httpx.post(
+            a.partner("/oauth/token"),
+            data={
+                "grant_type": "client_credentials",
+                "client_id": "initech",
+                "client_secret": made.json()["client_secret"],
+            },
+        ).json()["access_token"]
+        removed = httpx.delete(f"{b.origin}/_apitwin/api/connections/research:initech")
+        assert removed.status_code == 200, removed.text
+        assert httpx.get(f"{a.api('initech')}/faults").status_code == 404
+        refused = httpx.get(
+            a.partner(f"/projects/{PROJECT_ID}"), headers={"authorization": f"Bearer {issued}"}
+        )
+        assert refused.status_code == 401, refused.text
+
         # "Fail the next 3" added through A fails exactly 3 of 6 requests spread over A and B.
         rule = {"kind": "status", "params": {"status": 503}, "next": 3}
         added = httpx.post(f"{a.api('globex')}/faults", json=rule)

@@ -66,7 +66,7 @@ def origin() -> Iterator[str]:
         yield url
 
 
-def run_schemathesis(origin: str, config: str) -> str:
+def run_schemathesis(origin: str, config: str, *options: str) -> str:
     for op_id, reason in SEMANTIC_400.items():
         print(f"positive input of {op_id} may get 400: {reason}")
     ids = ", ".join(f'"{op_id}"' for op_id in SEMANTIC_400)
@@ -100,6 +100,7 @@ def run_schemathesis(origin: str, config: str) -> str:
             "10",
             "-H",
             f"Authorization: Bearer {TOKEN}",
+            *options,
         ]
         result = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=scratch)
     output = result.stdout + result.stderr
@@ -131,7 +132,9 @@ def test_admin_api_survives_generated_input(origin: str) -> None:
 
 
 def test_admin_api_survives_input_for_a_real_connection(origin: str) -> None:
-    run_schemathesis(origin, PINNED)
+    # Not its removal: that would leave the operations fuzzed after it no connection to reach
+    # (it is fuzzed with generated connection ids above, and tested on its own elsewhere).
+    run_schemathesis(origin, PINNED, "--exclude-operation-id", "remove_connection")
     still_serving(origin)
 
 

@@ -266,6 +266,17 @@ async def test_connections_per_twin() -> None:
         # An existing client id still connects: that creates nothing.
         assert twin.admin("POST", "/connections", json={"client_id": "acme-qa"}).status_code == 200
 
+        # Removing one makes room (here through MCP; the admin API's DELETE does the same).
+        async with Client(f"{twin.origin}/mcp") as client:
+            removed = await client.call_tool(
+                "remove_connection", {"connection_id": "research:acme-uat"}
+            )
+            assert not removed.is_error, removed.content
+        made = twin.admin("POST", "/connections", json={"client_id": "one-more"})
+        assert made.status_code == 201, made.text
+        after = {c["client_id"] for c in twin.admin("GET", "/connections").json()["connections"]}
+        assert after == names - {"acme-uat"} | {"one-more"}
+
 
 # -- fault rules ----------------------------------------------------------------------------------
 

@@ -241,6 +241,10 @@ async def reset(c: ControlService, r: Request, b: dict[str, Any]) -> tuple[int, 
     return 200, await c.reset_connection(r.path_params["cid"])
 
 
+async def remove_connection(c: ControlService, r: Request, b: dict[str, Any]) -> tuple[int, Any]:
+    return 200, await c.remove_connection(r.path_params["cid"])
+
+
 async def reset_twin(c: ControlService, r: Request, b: dict[str, Any]) -> tuple[int, Any]:
     return 200, await c.reset_twin(r.path_params["twin"])
 
@@ -494,6 +498,13 @@ ENDPOINTS = [
         _CONN + "/reset",
         "Reset a connection to its seed data",
         reset,
+    ),
+    Endpoint(
+        "DELETE",
+        _CONN,
+        "Remove a connection with its records, journal, webhook endpoints, deliveries, faults "
+        "and tokens",
+        remove_connection,
     ),
     Endpoint(
         "GET",

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import secrets
+from collections.abc import Sequence
 from typing import Any
 
 from apitwin.clock import VirtualClock
 from apitwin.config import ConnectionConfig
-from apitwin.errors import ConfigError, NotFoundError
-from apitwin.state.store import Clear, Delete, Key, Put, Query, Scope, Store, StoreError
+from apitwin.errors import ConfigError, InvalidInputError, NotFoundError
+from apitwin.state.store import Clear, Delete, Key, Op, Put, Query, Scope, Store, StoreError
 from apitwin.tenants import (
     CONNECTION_KIND,
     DEFAULT_CONNECTION,
@@ -135,12 +136,29 @@ class Connections:
         self.index.add(connection)
         return connection
 
-    async def remove(self, client_id: str) -> None:
+    async def remove(self, client_id: str, *, also: Sequence[Op] = ()) -> None:
+        """The connection, everything stored under it and the tokens issued to it (``also``:
+        more of its rows, kept elsewhere, to delete in the same transaction)."""
         self.get(client_id)
+        if client_id == DEFAULT_CONNECTION:
+            raise InvalidInputError(
+                f"the {DEFAULT_CONNECTION!r} connection answers requests that name no "
+                "connection and cannot be removed; reset it instead",
+                field="client_id",
+            )
+        await self.refresh(tokens=True)  # tokens another replica issued to it
+        tokens = [t for t, (owner, _) in self.index.tokens.items() if owner == client_id]
         await self.store.write(
-            [Delete(self._scope.key(client_id)), Clear(self.twin, client_id), *self._bump()]
+            [
+                Delete(self._scope.key(client_id)),
+                Clear(self.twin, client_id),
+                *(Delete(Key(self.twin, "", TOKEN_KIND, t), must_exist=False) for t in tokens),
+                *also,
+                *self._bump(),
+            ]
         )
         self.index.remove(client_id)
+        self.created_now.discard(client_id)
 
     async def issue_token(self, connection: Connection, scope: str = "") -> dict[str, Any]:
         token = "at_" + secrets.token_urlsafe(24)

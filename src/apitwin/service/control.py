@@ -133,6 +133,13 @@ class ControlService:
         seeded = await handle.twin.reset(handle.connection.client_id)
         return {"connection_id": handle.id, "reset": True, "seeded_records": seeded}
 
+    async def remove_connection(self, connection_id: str) -> dict[str, Any]:
+        """Remove a connection and everything of it (records, journal, webhook endpoints and
+        deliveries, faults, tokens); its client id can connect again afresh."""
+        handle = self.handle(connection_id)
+        await handle.twin.remove_connection(handle.connection.client_id)
+        return {"connection_id": handle.id, "removed": True}
+
     async def reset_twin(self, twin: str | None = None) -> dict[str, Any]:
         """Every connection of a twin back to its seed data."""
         target = self.twin(twin)

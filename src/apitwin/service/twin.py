@@ -189,6 +189,14 @@ class TwinService:
         self.outbox.invalidate(client_id)
         return await self.seed_connection(client_id)
 
+    async def remove_connection(self, client_id: str) -> None:
+        """The connection goes with everything of it: records, journal, endpoints, deliveries,
+        faults and tokens. Its client id can connect again afresh."""
+        self.connections.get(client_id)  # unknown: nothing to flush
+        await self.journal.flush()  # queued entries must not outlive it
+        await self.connections.remove(client_id, also=self.outbox.forget(client_id))
+        self.journal.forget(client_id)
+
     async def ensure_endpoint(self, conn: str, url: str) -> dict[str, Any]:
         """The connection's webhook URL is one of its endpoints (created once).
 

@@ -906,7 +906,9 @@ class Dispatcher:
             await self.store.write(
                 [put, Merge(claimed.key, patch, expect=claimed.version, now=now)]
             )
-        except StoreError:
+        except StoreError as exc:
+            if exc.reason == "missing":
+                return  # the delivery went meanwhile (its connection reset or removed)
             # The lease expired and another worker took over: keep the log, not the state.
             await self.store.write([put])
         self.outbox.changes.publish(Change("delivery", claimed.key.conn, claimed.key.id))

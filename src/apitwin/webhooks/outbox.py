@@ -389,6 +389,15 @@ class Outbox:
         else:
             self._endpoints.pop(conn, None)
 
+    def forget(self, conn: str) -> list[Op]:
+        """A connection is being removed: drop what is kept of it in memory; returns the
+        deletion of its marker among the connections that may hold deliveries."""
+        self._endpoints.pop(conn, None)
+        self._registered.discard(conn)
+        self._pending_bound.pop(conn, None)
+        self._since_prune.pop(conn, None)
+        return [Delete(Key(self.twin, "", CONNECTIONS, conn), must_exist=False)]
+
     async def connections(self) -> list[str]:
         """Connections that may hold deliveries."""
         items = await self.store.query(Query(self.scope("", CONNECTIONS), limit=100_000))
