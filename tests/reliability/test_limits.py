@@ -272,6 +272,7 @@ async def test_connections_per_twin() -> None:
                 "remove_connection", {"connection_id": "research:acme-uat"}
             )
             assert not removed.is_error, removed.content
+            assert "declared in apitwin.yaml" in str(removed.structured_content)
         made = twin.admin("POST", "/connections", json={"client_id": "one-more"})
         assert made.status_code == 201, made.text
         after = {c["client_id"] for c in twin.admin("GET", "/connections").json()["connections"]}

@@ -137,8 +137,15 @@ class ControlService:
         """Remove a connection and everything of it (records, journal, webhook endpoints and
         deliveries, faults, tokens); its client id can connect again afresh."""
         handle = self.handle(connection_id)
-        await handle.twin.remove_connection(handle.connection.client_id)
-        return {"connection_id": handle.id, "removed": True}
+        client_id = handle.connection.client_id
+        await handle.twin.remove_connection(client_id)
+        answer: dict[str, Any] = {"connection_id": handle.id, "removed": True}
+        if any(c.client_id == client_id for c in handle.twin.config.connections):
+            answer["note"] = (
+                "declared in apitwin.yaml: it comes back, with its configured credentials, "
+                "when the server starts again"
+            )
+        return answer
 
     async def reset_twin(self, twin: str | None = None) -> dict[str, Any]:
         """Every connection of a twin back to its seed data."""
