@@ -669,7 +669,8 @@ def _mask_text(text: str, content_type: str, redaction: Redaction, found: _Secre
 
 def _names_a_secret(text: str) -> bool:
     folded = text.casefold()
-    return any(stem in folded for stem in _SENSITIVE_STEMS) and SENSITIVE.search(text) is not None
+    # map over the bound method: the substring tests run without a Python frame each.
+    return any(map(folded.__contains__, _SENSITIVE_STEMS)) and SENSITIVE.search(text) is not None
 
 
 def _mask_json(text: str, found: _Secrets) -> str:
