@@ -192,7 +192,7 @@ class TwinService:
     async def remove_connection(self, client_id: str) -> None:
         """The connection goes with everything of it: records, journal, endpoints, deliveries,
         faults and tokens. Its client id can connect again afresh."""
-        self.connections.get(client_id)  # unknown: nothing to flush
+        self.connections.get(client_id)  # an unknown one fails here, before any work
         await self.journal.flush()  # queued entries must not outlive it
         await self.connections.remove(client_id, also=self.outbox.forget(client_id))
         self.journal.forget(client_id)

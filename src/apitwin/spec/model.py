@@ -83,7 +83,7 @@ class Parameter:
     media_type: str | None = None
     deprecated: bool = False
     # Values derived from the fields on first use (a request's response pick, a parameter's
-    # shape), so no request walks the spec for them again.
+    # shape), so no request walks the spec for them again; not part of equality.
     memo: dict[Any, Any] = field(default_factory=dict, init=False, compare=False, repr=False)
 
 
@@ -108,8 +108,7 @@ class Response:
     description: str
     headers: Mapping[str, Header]
     media: Mapping[str, MediaType]
-    # Values derived from the fields on first use (a request's response pick, a parameter's
-    # shape), so no request walks the spec for them again.
+    # As Parameter.memo.
     memo: dict[Any, Any] = field(default_factory=dict, init=False, compare=False, repr=False)
 
 
@@ -159,8 +158,7 @@ class Operation:
     callbacks: tuple[Callback, ...] = ()
     deprecated: bool = False
     location: str = ""
-    # Values derived from the fields on first use (a request's response pick, a parameter's
-    # shape), so no request walks the spec for them again.
+    # As Parameter.memo.
     memo: dict[Any, Any] = field(default_factory=dict, init=False, compare=False, repr=False)
 
     @property
