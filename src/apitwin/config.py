@@ -250,8 +250,14 @@ def _duplicate_keys(node: yaml.Node | None, path: Path) -> list[tuple[int, int, 
     """YAML keeps the last of repeated keys silently; a repeated key is almost always a mistake."""
     problems = []
     stack: list[tuple[yaml.Node | None, list[Any]]] = [(node, [])]
+    visited: set[int] = set()
     while stack:
         current, pointer = stack.pop()
+        # An alias is its anchor's node again: visited once, or shared nodes (merge keys of
+        # merge keys) would be walked once per path to them, exponentially many.
+        if id(current) in visited:
+            continue
+        visited.add(id(current))
         if isinstance(current, yaml.MappingNode):
             seen: dict[str, int] = {}
             for key, value in current.value:

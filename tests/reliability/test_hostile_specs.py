@@ -110,9 +110,30 @@ def test_merge_key_bomb_is_refused(tmp_path: Path) -> None:
         merged = ", ".join(f"*m{i - 1}" for _ in range(10))
         levels.append(f"  m{i}: &m{i} {{<<: [{merged}], own{i}: 1}}")
     text = HEAD + "components: {schemas: {Thing: {type: string}}}\nx-merges:\n"
-    message = refused("spec", spec_with(tmp_path, "merges.yaml", text + "\n".join(levels) + "\n"))
+    path = spec_with(tmp_path, "merges.yaml", text + "\n".join(levels) + "\n")
+    report = read_in_child("spec", path)
+    if "problems" not in report:
+        # PyYAML 6.0.4 on copies each merged key once, so these merges no longer multiply: the
+        # document is small and read in bounded time and memory (the child's caps held).
+        assert report == {"operations": 1}
+        return
+    message = "\n".join(report["problems"])
     assert "YAML merge keys (<<) copy more than 1000000 entries" in message
     assert "merges.yaml: invalid YAML at line" in message
+
+
+def test_merges_beyond_the_budget_are_refused(tmp_path: Path) -> None:
+    # Forty mappings of distinct keys merged into one: 400 copies, whatever PyYAML deduplicates.
+    anchors = [
+        f"  m{i}: &m{i} {{" + ", ".join(f"k{i}_{j}: v" for j in range(10)) + "}" for i in range(40)
+    ]
+    merged = "  all: {<<: [" + ", ".join(f"*m{i}" for i in range(40)) + "]}"
+    text = HEAD + "components: {schemas: {Thing: {type: string}}}\nx-merges:\n"
+    path = spec_with(tmp_path, "merges.yaml", text + "\n".join([*anchors, merged]) + "\n")
+    with pytest.raises(SpecError) as caught:
+        load_spec(path, limits=SpecLimits(max_alias_expansion=300))
+    assert "YAML merge keys (<<) copy more than 300 entries" in str(caught.value.problems)
+    assert load_spec(path, limits=SpecLimits(max_alias_expansion=1000)).operations
 
 
 def test_recursive_alias_is_refused(tmp_path: Path) -> None:
@@ -317,6 +338,11 @@ def test_config_merge_bomb_is_refused(tmp_path: Path) -> None:
         levels.append(f"m{i}: &m{i} {{<<: [{merged}], own{i}: 1}}")
     body = "\n".join(levels) + "\ntwins: [{spec: openapi.yaml}]\n"
     message = refused("config", config_with(tmp_path, body))
+    if "YAML merge keys" not in message:
+        # PyYAML 6.0.4 on copies each merged key once: the merges stay small, and the file is
+        # refused in bounded time for what it is, fields apitwin.yaml does not have.
+        assert "m8: unknown field; allowed: server, twins" in message
+        return
     assert "YAML merge keys (<<) copy more than 100000 entries" in message
 
 

@@ -248,15 +248,24 @@ def _check_yaml_nesting(text: str, limit: int) -> None:
     ):
         return
     depth = 0
-    for event in yaml.parse(text, Loader=_EventLoader):
-        if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
-            depth += 1
-            if depth > limit:
-                mark = event.start_mark
-                where = f" (at line {mark.line + 1})" if mark is not None else ""
-                raise ValueError(f"document nests deeper than {limit} levels{where}")
-        elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
-            depth -= 1
+    try:
+        for event in yaml.parse(text, Loader=_EventLoader):
+            if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+                depth += 1
+                if depth > limit:
+                    raise ValueError(f"document nests deeper than {limit} levels{_at(event)}")
+            elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+                depth -= 1
+    except yaml.YAMLError as exc:
+        # PyYAML 6.0.4 on stops deep flow nesting itself (its own limit, which may be above
+        # ours); any other broken YAML is left for the loader to explain.
+        if "nesting depth" in str(getattr(exc, "problem", "")):
+            raise ValueError(f"document nests deeper than {limit} levels{_at(exc)}") from None
+
+
+def _at(found: Any) -> str:
+    mark = getattr(found, "problem_mark", None) or getattr(found, "start_mark", None)
+    return f" (at line {mark.line + 1})" if mark is not None else ""
 
 
 _EventLoader: Any = yaml.CSafeLoader if hasattr(yaml, "CSafeLoader") else yaml.SafeLoader
