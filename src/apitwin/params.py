@@ -242,7 +242,46 @@ def _typed(param: Parameter, value: Any) -> Any:
     if isinstance(value, ParamProblem) or value is MISSING or param.schema is None:
         return value
     schema = param.schema.json
+    if isinstance(value, str):
+        if "scalar" not in param.memo:
+            param.memo["scalar"] = _scalar_reader(schema)
+        read: Callable[[str], Any] | None = param.memo["scalar"]
+        if read is not None:
+            return read(value)
     return _coerce(value, schema, schema, 0, True, _NONE)[1]
+
+
+def _scalar_reader(schema: Any) -> Callable[[str], Any] | None:
+    """For a schema of one scalar type and nothing to combine (most parameters), what
+    ``_coerce`` makes of a text, without its search: worked out once per parameter."""
+    if not isinstance(schema, dict) or not _COMBINING.isdisjoint(schema):
+        return None
+    kind = schema.get("type")
+    return _SCALAR_READERS.get(kind) if isinstance(kind, str) else None
+
+
+def _read_integer(text: str) -> Any:
+    return _as_type("integer", text, [], {}, 0, False)[1]
+
+
+def _read_number(text: str) -> Any:
+    # As _coerce tries them: an integer reading first, then a number.
+    if _INT.fullmatch(text):
+        return _read_integer(text)
+    return _as_type("number", text, [], {}, 0, False)[1]
+
+
+def _read_boolean(text: str) -> Any:
+    return text == "true" if text in ("true", "false") else text
+
+
+_COMBINING: Final = frozenset(("$ref", "allOf", "anyOf", "oneOf", "not", "$dynamicRef"))
+_SCALAR_READERS: Final[dict[str, Callable[[str], Any]]] = {
+    "string": _same,
+    "integer": _read_integer,
+    "number": _read_number,
+    "boolean": _read_boolean,
+}
 
 
 def _content(param: Parameter, text: str) -> Any:

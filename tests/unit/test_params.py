@@ -514,3 +514,21 @@ def test_a_parameters_shape_is_worked_out_once_and_is_not_part_of_its_identity()
     assert first.memo == {"shape": "array"}
     second = dataclasses.replace(first)
     assert first == second and not second.memo
+
+
+_SCALAR_TEXTS = [
+    "", "0", "-7", "42", "007", "1.5", "-.5", "1e3", "1E-2", "nan", "inf", "true", "false",
+    "True", "null", " 1", "1 ", "0x10", "1_000", "9" * 5000, "a,b", "[1]", "{}", "héllo",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("kind", ["string", "integer", "number", "boolean"])
+@pytest.mark.parametrize("text", _SCALAR_TEXTS)
+def test_a_scalar_parameter_reads_its_text_as_the_full_search_would(kind: str, text: str) -> None:
+    schema = {"type": kind, "format": "int64", "minimum": 0}
+    param = make("path", schema, name="id")
+    # A schema with an allOf is never read the short way: it stands for the full search here.
+    searched = make("path", {"allOf": [schema]}, name="id")
+    got, expected = deserialize_path(param, text), deserialize_path(searched, text)
+    assert got == expected and type(got) is type(expected)
+    assert param.memo["scalar"] is not None and searched.memo["scalar"] is None
