@@ -653,3 +653,38 @@ async def test_sqlite_wal_restarts_under_a_steady_stream_of_writes(tmp_path: Pat
         assert await store.count(Query(PROJECTS)) == written
     finally:
         await store.close()
+
+
+async def test_a_scopes_version_moves_with_every_change_to_it_and_only_then(
+    store_factory: StoreFactory,
+) -> None:
+    store = await store_factory()
+    if store.shared:
+        # Other replicas write too: no version can be vouched for, so none is given.
+        assert store.version(PROJECTS) is None
+        return
+    await store.write([Put(PROJECTS.key("p1"), {"n": 1}), Put(PROJECTS.key("p2"), {"n": 2})])
+    seen = [store.version(PROJECTS)]
+    assert store.version(PROJECTS) == seen[0]  # standing while nothing changes
+    # Other kinds and other connections leave it standing.
+    await store.write([Put(EXPERTS.key("e1"), {"n": 1}), Put(OTHER.key("p1"), {"n": 1})])
+    await store.write([Trim(EXPERTS, 0), Clear("twin", "globex")])
+    assert store.version(PROJECTS) == seen[0]
+    changes = [
+        [Put(PROJECTS.key("p3"), {"n": 3})],
+        [Merge(PROJECTS.key("p1"), {"n": 10})],
+        [Delete(PROJECTS.key("p2"))],
+        [Trim(PROJECTS, 1)],
+        [Clear("twin", "acme", ("record:projects",))],
+        [Put(PROJECTS.key("p4"), {"n": 4})],
+        [Clear("twin")],
+    ]
+    for ops in changes:
+        await store.write(ops)
+        version = store.version(PROJECTS)
+        assert version is not None and version not in seen, ops
+        seen.append(version)
+    # A commit by another connection to the same database moves it too.
+    other = await store_factory()
+    await other.write([Put(PROJECTS.key("p5"), {"n": 5})])
+    assert store.version(PROJECTS) not in seen

@@ -55,12 +55,13 @@ from apitwin.responses import (
 from apitwin.security import SecurityOutcome, challenge_for, check_security
 from apitwin.service import oauth, seeding, state
 from apitwin.service.actions import parse_actions
+from apitwin.service.answers import AnswerKey, Answers
 from apitwin.service.connections import Connections
 from apitwin.service.exchange import Exchange, StateResult
 from apitwin.service.records import Records
 from apitwin.spec.model import Operation, Spec
 from apitwin.spec.resources import infer_resources
-from apitwin.state.store import Clear, Store
+from apitwin.state.store import Clear, Scope, Store
 from apitwin.tenants import DEFAULT_CONNECTION, Identity
 from apitwin.validation import Outcome, Violation, validate_request
 from apitwin.webhooks.delivery import Dispatcher
@@ -150,6 +151,7 @@ class TwinService:
         self._dynamic = itertools.count()
         self._payloads = random.Random()  # callbacks' and rules' generated data: unseeded
         self._drawn_headers: dict[tuple[object, ...], list[tuple[str, str]]] = {}
+        self.answers = Answers(store)
 
     async def start(self) -> None:
         await self.connections.load(self.config.connections)
@@ -371,12 +373,43 @@ class TwinService:
         injected = status_fault(plan) if plan is not None else None
         if injected is not None:
             return self.injected(op, injected)
+        read = self._kept_read(exchange) if plan is None else None
+        stamp = self.answers.stamp(read[1]) if read is not None else None
+        if read is not None and stamp is not None:
+            kept = self.answers.get(read[0], stamp)
+            if kept is not None:
+                exchange.state = kept[0]
+                return kept[1]
         if self.state_stage is not None:
             exchange.state = await self.state_stage(self, exchange)
         response = self.respond(op, request, exchange.state)
         if plan is not None and plan.kind == "schema_break":
             return self.broken(op, response, plan)
+        if read is not None and stamp is not None and exchange.state is not None:
+            self.answers.keep(read[0], stamp, exchange.state, response)
         return response
+
+    def _kept_read(self, exchange: Exchange) -> tuple[AnswerKey, list[Scope]] | None:
+        """For a read of stored records whose answer may be kept (see ``answers``): its key,
+        and the scopes it reads."""
+        request, match = exchange.request, exchange.match
+        if request.method not in ("GET", "HEAD") or self.state_stage is not state.apply:
+            return None
+        if match is None or match.operation is None or "prefer" in request.headers:
+            return None
+        found = self.resource_map.for_operation(match.operation)
+        if found is None or found[1].role not in ("list", "read"):
+            return None
+        resource = found[0]
+        if resource.kind == "singleton":
+            return None  # its first read stores the record it answers with
+        conn = exchange.connection
+        scopes = [self.records.scope(conn, resource)]
+        if resource.parent is not None:
+            scopes.append(self.records.scope(conn, self.records.resource(resource.parent)))
+        accept = request.headers.get("accept", "")
+        op_id = match.operation.operation_id
+        return (conn, op_id, request.method, request.path, request.query, accept), scopes
 
     async def _webhook_first(
         self, exchange: Exchange, plan: FaultPlan, enqueued: list[str]

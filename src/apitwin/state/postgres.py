@@ -37,6 +37,7 @@ from apitwin.state.store import (
     Put,
     Query,
     Require,
+    Scope,
     StoreError,
     Trim,
     merge_patch,
@@ -156,6 +157,9 @@ class PostgresStore:
             cursor = await conn.execute("SELECT COALESCE(MAX(version), 0) FROM apitwin_schema")
             row = await cursor.fetchone()
             return int(row[0]) if row else 0
+
+    def version(self, scope: Scope) -> int | None:
+        return None  # other replicas write too: what was read is never known to be current
 
     @asynccontextmanager
     async def lock(self, name: str) -> AsyncIterator[None]:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import itertools
 import sqlite3
 import threading
 import time
@@ -106,7 +107,9 @@ class SQLiteStore:
         self._stop_checkpoints = threading.Event()
         # Read caches. _rows: item rows by key (None: known absent), for the kinds read by key;
         # _results: query and count results with the generation of their scope when read;
-        # _generations: of the scopes with cached results, bumped by every write to them;
+        # _generations: of the scopes with cached results or a version handed out, moved on by
+        # every write to them (to a fresh stamp: never reused, so a value read before the cache
+        # was dropped can never match again);
         # _written: rows of the batch under way, cached once its transaction commits.
         self._rows: dict[Key, _Row | None] = {}
         self._keyed_kinds: set[str] = set()
@@ -114,6 +117,7 @@ class SQLiteStore:
         self._rows_bytes = 0
         self._results_bytes = 0
         self._generations: dict[_ScopeKey, int] = {}
+        self._stamps = itertools.count(1)
         self._written: dict[Key, _Row | None] = {}
         self._group_written: dict[Key, _Row | None] = {}  # earlier batches of the same commit
         self._data_version = -1
@@ -243,6 +247,7 @@ class SQLiteStore:
             self._data_version = version
             self._drop_rows()
             self._drop_results()
+            self._generations.clear()  # every version handed out before is stale
 
     def _get(self, key: Key) -> Item | None:
         row = self._get_row(key)
@@ -305,7 +310,7 @@ class SQLiteStore:
         self._check_others()
         key = (sql, *args)
         # A scope has a generation once a result of it is cached; writes bump only those.
-        generation = self._generations.setdefault((scope.twin, scope.conn, scope.kind), 0)
+        generation = self._generation((scope.twin, scope.conn, scope.kind))
         try:
             found = self._results.get(key)
         except TypeError:  # a filter value that cannot be a key: read, do not keep
@@ -326,6 +331,23 @@ class SQLiteStore:
     def _drop_results(self) -> None:
         self._results.clear()
         self._results_bytes = 0
+
+    def _generation(self, scope: _ScopeKey) -> int:
+        generation = self._generations.get(scope)
+        if generation is None:
+            generation = self._generations[scope] = next(self._stamps)
+        return generation
+
+    def version(self, scope: Scope) -> int | None:
+        """A number that moves on whenever the items of ``scope`` may have changed (any write
+        to it, a clear, another connection's commit); None while the store is busy."""
+        if not self._lock.acquire(blocking=False):
+            return None  # a statement in flight on the worker thread: no cheap answer now
+        try:
+            self._check_others()
+            return self._generation((scope.twin, scope.conn, scope.kind))
+        finally:
+            self._lock.release()
 
     # -- writes --------------------------------------------------------------------------------
 
@@ -471,9 +493,11 @@ class SQLiteStore:
         write rolls back, a dropped entry is merely read again)."""
         if key.kind in self._keyed_kinds:
             self._drop_row(key)
-        scope = (key.twin, key.conn, key.kind)
+        self._moved((key.twin, key.conn, key.kind))
+
+    def _moved(self, scope: _ScopeKey) -> None:
         if scope in self._generations:
-            self._generations[scope] += 1
+            self._generations[scope] = next(self._stamps)
 
     def _apply(self, index: int, op: Op) -> Item | None:
         if not isinstance(op, (Require, Clear, Trim)):
@@ -602,11 +626,12 @@ class SQLiteStore:
             self._group_written.clear()
             self._group_written.update(group)
         if conn is not None and kind is not None:
-            scope = (twin, conn, kind)
-            if scope in self._generations:
-                self._generations[scope] += 1
+            self._moved((twin, conn, kind))
         else:
             self._drop_results()
+            for scope in self._generations:
+                if scope[0] == twin and conn in (None, scope[1]) and kind in (None, scope[2]):
+                    self._generations[scope] = next(self._stamps)
 
     def _clear(self, op: Clear) -> None:
         self._forget_scope(op.twin, op.conn, None)

@@ -150,6 +150,11 @@ class Store(Protocol):
         skipped (None) instead of failing the batch. Workers claim leases with it."""
         ...
 
+    def version(self, scope: Scope) -> int | None:
+        """A number that moves on whenever the items of ``scope`` may have changed, for caches of
+        what was read from it; None when the store cannot tell cheaply (then nothing is kept)."""
+        ...
+
     def lock(self, name: str) -> AbstractAsyncContextManager[None]:
         """Held by one process at a time among those sharing the store (e.g. start-up)."""
         ...
