@@ -260,6 +260,7 @@ class Journal:
         self._unpruned: dict[str, int] = {}
         self._queue: list[_Queued] = []
         self._writer: asyncio.Task[None] | None = None
+        self._bodies: dict[tuple[bytes, str], tuple[dict[str, Any], frozenset[str]]] = {}
         self.changes = ChangeFeed()  # told of every entry recorded
 
     def scope(self, conn: str) -> Scope:
@@ -381,6 +382,7 @@ class Journal:
             body_limit=self.body_limit,
             suggest=self.suggest,
             fault=queued.fault,
+            bodies=self._bodies,
         )
 
     async def prune(self, conn: str) -> None:
@@ -508,29 +510,52 @@ def entry_data(
     body_limit: int = DEFAULT_BODY_LIMIT,
     suggest: Suggest | None = None,
     fault: tuple[str | None, str | None] = (None, None),
+    bodies: dict[tuple[bytes, str], tuple[dict[str, Any], frozenset[str]]] | None = None,
 ) -> dict[str, Any]:
     """The stored form of a journal entry (JournalEntry.as_dict and the filter fields), built
-    straight from the exchange: one is built per request."""
+    straight from the exchange: one is built per request.
+
+    ``bodies`` keeps the masked form of response bodies already seen (a read answered from a
+    kept answer repeats its bytes), with the credentials found in each."""
     request, response = exchange.request, exchange.response
     assert response is not None
     found = _Secrets()
-    headers = {k: _mask_header(k, v, redaction, found) for k, v in request.headers.items()}
-    query = _mask_pairs(request.query, redaction, found)
-    request_body = _body(request.body, request.content_type, body_limit, redaction, found)
-    answer = [(k, _mask_header(k.lower(), v, redaction, found)) for k, v in response.headers]
-    response_type = (response.header("content-type") or "").split(";")[0].strip().lower()
-    response_body = _body(response.body, response_type, body_limit, redaction, found)
+    headers: dict[str, str] = {}
+    for name, value in request.headers.items():
+        headers[name] = (
+            value if _plain_header(name, redaction) else _mask_header(name, value, redaction, found)
+        )
+    query = _mask_pairs(request.query, redaction, found) if request.query else ""
+    raw = request.body
+    request_body = (
+        _body_dict(_body(raw, request.content_type, body_limit, redaction, found))
+        if raw
+        else _empty_body()
+    )
+    answer: list[list[str]] = []
+    response_type = ""
+    for name, value in response.headers:
+        lower = name.lower()
+        if lower == "content-type" and not response_type:
+            response_type = value.split(";")[0].strip().lower()
+        if not _plain_header(lower, redaction):
+            value = _mask_header(lower, value, redaction, found)
+        answer.append([name, value])
+    response_body = _response_body(
+        response.body, response_type, body_limit, redaction, found, bodies
+    )
     op = exchange.match.operation if exchange.match else None
     violations = _violations(exchange, response)
-    path, why = request.path, explain(exchange, response, suggest, fault[0])
+    path = request.path
+    why = (
+        explain(exchange, response, suggest, fault[0]) if response.status >= 400 or fault[0] else ""
+    )
     if found.values:  # a credential was seen: no text of the entry may repeat it
         path, query, why = found.scrub(path), found.scrub(query), found.scrub(why)
         headers = {k: found.scrub(v) for k, v in headers.items()}
-        answer = [(k, found.scrub(v)) for k, v in answer]
-        request_body, response_body = (
-            _scrubbed(request_body, found),
-            _scrubbed(response_body, found),
-        )
+        answer = [[k, found.scrub(v)] for k, v in answer]
+        request_body = _scrubbed(request_body, found)
+        response_body = _scrubbed(response_body, found)
     status = response.status
     return {
         "id": entry_id,
@@ -542,19 +567,60 @@ def entry_data(
         "operation": op.operation_id if op else response.operation_id,
         "route": op.key if op else None,
         "request_headers": headers,
-        "request_body": _body_dict(request_body),
+        "request_body": request_body,
         "valid": None if exchange.outcome is None else not exchange.outcome.violations,
         "violations": violations,
         "status": status,
-        "response_headers": [list(pair) for pair in answer],
-        "response_body": _body_dict(response_body),
+        "response_headers": answer,
+        "response_body": response_body,
         "latency_ms": latency_ms,
         "fault": fault[0],
         "fault_kind": fault[1],
         "why": why,
-        "status_class": f"{status // 100}xx",
+        "status_class": _STATUS_CLASSES.get(status) or f"{status // 100}xx",
         "faulted": fault[0] is not None,
     }
+
+
+_STATUS_CLASSES: Final = {s: f"{s // 100}xx" for s in range(100, 600)}
+_CREDENTIAL_HEADERS: Final = frozenset(
+    ("authorization", "proxy-authorization", "cookie", "set-cookie")
+)
+_KEPT_BODIES: Final = 512
+_KEPT_BODY_BYTES: Final = 64 * 1024
+
+
+def _plain_header(name: str, redaction: Redaction) -> bool:
+    """A header (lower-case name) whose value is kept as it is."""
+    return name not in _CREDENTIAL_HEADERS and not redaction.header(name)
+
+
+def _empty_body() -> dict[str, Any]:
+    return {"text": "", "encoding": "utf-8", "size": 0, "truncated": False}
+
+
+def _response_body(
+    raw: bytes,
+    content_type: str,
+    limit: int,
+    redaction: Redaction,
+    found: _Secrets,
+    bodies: dict[tuple[bytes, str], tuple[dict[str, Any], frozenset[str]]] | None,
+) -> dict[str, Any]:
+    if not raw:
+        return _empty_body()
+    if bodies is None or len(raw) > _KEPT_BODY_BYTES:
+        return _body_dict(_body(raw, content_type, limit, redaction, found))
+    key = (raw, content_type)
+    kept = bodies.get(key)
+    if kept is None:
+        own = _Secrets()
+        record = _body_dict(_body(raw, content_type, limit, redaction, own))
+        if len(bodies) >= _KEPT_BODIES:
+            bodies.clear()
+        kept = bodies[key] = (record, frozenset(own.values))
+    found.values.update(kept[1])
+    return dict(kept[0])  # entries are stored, and may be scrubbed, one by one
 
 
 def _violations(exchange: Exchange, response: MockResponse) -> list[dict[str, Any]]:
@@ -701,10 +767,10 @@ def _sensitive_field(name: str) -> bool:
     return SENSITIVE.search(name) is not None and _METADATA.search(name) is None
 
 
-def _scrubbed(body: BodyRecord, found: _Secrets) -> BodyRecord:
-    if body.encoding != "utf-8" or not found.values:
+def _scrubbed(body: dict[str, Any], found: _Secrets) -> dict[str, Any]:
+    if body["encoding"] != "utf-8" or not found.values:
         return body
-    return BodyRecord(found.scrub(body.text), body.encoding, body.size, body.truncated)
+    return {**body, "text": found.scrub(body["text"])}
 
 
 # -- near misses for a 404 -------------------------------------------------------------------

@@ -189,6 +189,25 @@ async def test_basic_credentials_and_form_secrets_are_masked(
     assert orjson.loads(entry.response_body.text)["expires_in"] == 3600
 
 
+async def test_a_repeated_response_body_is_masked_and_scrubbed_every_time(
+    store: SQLiteStore, clock: VirtualClock
+) -> None:
+    """Answers repeat byte for byte (a read answered from a kept answer): the journal keeps the
+    masked form of a body it has seen, and must still treat each entry as if it were the first."""
+    journal = Journal(store, "experts", clock)
+    answer = orjson.dumps({"name": "Ada", "password": PASSWORD})
+    entries = []
+    for path in ("/v1/experts/1", f"/v1/experts/1/{PASSWORD}"):
+        entries.append(await journal.record(exchange(LIST, 200, path=path, response_body=answer)))
+    first, second = entries
+    assert first is not None and second is not None
+    for entry in entries:
+        assert orjson.loads(entry.response_body.text) == {"name": "Ada", "password": "…tery"}
+        assert PASSWORD not in orjson.dumps(entry.as_dict()).decode()
+    assert second.path == "/v1/experts/1/…tery"  # found in the kept body, scrubbed here too
+    assert first.response_body == second.response_body
+
+
 # -- bodies --------------------------------------------------------------------------------------
 
 
