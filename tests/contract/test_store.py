@@ -40,7 +40,7 @@ OTHER = Scope("twin", "globex", "record:projects")
 StoreFactory = Callable[[], Awaitable[Store]]
 
 
-@pytest.fixture(params=["sqlite-file", "sqlite-memory", "postgres"])
+@pytest.fixture(params=["sqlite-file", "sqlite-memory", "sqlite-logs", "postgres"])
 async def store_factory(
     request: pytest.FixtureRequest, tmp_path: Path
 ) -> AsyncIterator[StoreFactory]:
@@ -55,10 +55,12 @@ async def store_factory(
                 return PostgresStore(url)
 
         else:
-            path = tmp_path / "twin.db" if request.param == "sqlite-file" else ":memory:"
+            path = ":memory:" if request.param == "sqlite-memory" else tmp_path / "twin.db"
+            # sqlite-logs: the kind most tests use is kept in the log table (the journal's).
+            logs = (PROJECTS.kind,) if request.param == "sqlite-logs" else ()
 
             def make() -> Store:
-                return SQLiteStore(path)
+                return SQLiteStore(path, logs=logs)
 
         opened: list[Store] = []
 

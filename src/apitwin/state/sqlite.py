@@ -15,6 +15,10 @@ Reads are cached in memory: items read by key (and written since, once committed
 results, each dropped as soon as a write touches its kind in that connection, and all of them when
 another connection to the file committed (``PRAGMA data_version``, a fraction of a lookup's
 cost). A cached read skips the statement, never the decoding: every caller gets its own copy.
+
+Kinds named as logs (the journal's, by default) live in a table of their own, ordered by
+sequence, which costs about half as much to write; every store opened on one file must name
+the same log kinds (opening one moves items to the table its kinds belong in).
 """
 
 from __future__ import annotations
@@ -27,11 +31,11 @@ import sqlite3
 import threading
 import time
 import weakref
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar
+from typing import Any, Final, NoReturn, TypeVar
 
 import orjson
 
@@ -71,14 +75,27 @@ SCHEMA = [
     # (four times the cost of a lookup by key).
     "CREATE INDEX IF NOT EXISTS items_delivery_status ON items "
     """(twin, conn, json_extract(data, '$."status"'), seq) WHERE kind = 'delivery'""",
+    # Log kinds (the journal's entries): the same items, kept in sequence order. Two b-trees
+    # per row instead of the four above: an entry is written for every request.
+    """CREATE TABLE IF NOT EXISTS logs (
+        twin TEXT NOT NULL, conn TEXT NOT NULL, kind TEXT NOT NULL, id TEXT NOT NULL,
+        parent TEXT NOT NULL DEFAULT '', seq INTEGER NOT NULL, version INTEGER NOT NULL,
+        data TEXT NOT NULL, created REAL NOT NULL, updated REAL NOT NULL,
+        PRIMARY KEY (twin, conn, kind, seq)) WITHOUT ROWID""",
+    "CREATE UNIQUE INDEX IF NOT EXISTS logs_id ON logs (twin, conn, kind, id)",
 ]
+# The journal's kind (apitwin.journal.REQUEST_KIND): by default the only log kind.
+DEFAULT_LOGS: Final = ("request",)
 _COLUMNS = "twin, conn, kind, id, parent, seq, version, data, created, updated"
 CHECKPOINT_INTERVAL = 0.2  # seconds between checkpoints of the WAL
 # Past this size the WAL is made to restart (see _checkpoint_loop), and when it restarts its file
 # is cut back to this size, not to nothing: truncating and regrowing it stalled the writer.
 WAL_RESTART_BYTES = 64 * 2**20
-_INSERT = f"INSERT INTO items ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?)"
-_UPSERT = f"INSERT OR REPLACE INTO items ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?)"
+_TABLES: Final = ("items", "logs")
+_INSERT: Final = {t: f"INSERT INTO {t} ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?)" for t in _TABLES}
+_UPSERT: Final = {
+    t: f"INSERT OR REPLACE INTO {t} ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?)" for t in _TABLES
+}
 # Bounds of each read cache, in bytes of the rows it holds (their JSON, plus a share for the
 # bookkeeping); past one, that cache starts over empty.
 MAX_CACHED_BYTES = 16 * 1024 * 1024
@@ -91,8 +108,13 @@ class SQLiteStore:
     # One process owns the file: its caches and clock need no re-reading.
     shared = False
 
-    def __init__(self, path: str | Path = ":memory:") -> None:
+    def __init__(
+        self, path: str | Path = ":memory:", *, logs: Iterable[str] = DEFAULT_LOGS
+    ) -> None:
+        """``logs``: kinds appended to, read in sequence order and trimmed from the oldest; kept
+        in a table of their own, cheaper to write (their items behave as any other's)."""
         self.path = str(path)
+        self.logs = frozenset(logs)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="apitwin-sqlite")
         self._db: sqlite3.Connection | None = None
         self._seq = 0
@@ -138,6 +160,7 @@ class SQLiteStore:
         db.execute("PRAGMA busy_timeout=5000")
         for statement in SCHEMA:
             db.execute(statement)
+        self._move_logs(db)
         row = db.execute("SELECT value FROM counters WHERE name = 'seq'").fetchone()
         self._seq = int(row[0]) if row else 0
         self._db = db
@@ -155,6 +178,31 @@ class SQLiteStore:
                 target=self._checkpoint_loop, name="apitwin-sqlite-checkpoint", daemon=True
             )
             self._checkpointer.start()
+
+    def _move_logs(self, db: sqlite3.Connection) -> None:
+        """Items of a kind this store keeps as a log that are in the other table (a file
+        written before there were logs, or with other log kinds) move to the right one."""
+        kinds = ",".join(map(_literal, sorted(self.logs)))
+        moves = [
+            ("items", "logs", f"kind IN ({kinds})" if kinds else "0"),
+            ("logs", "items", f"kind NOT IN ({kinds})" if kinds else "1"),
+        ]
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            for source, target, where in moves:
+                if db.execute(f"SELECT 1 FROM {source} WHERE {where} LIMIT 1").fetchone():
+                    db.execute(
+                        f"INSERT OR REPLACE INTO {target} ({_COLUMNS}) "
+                        f"SELECT {_COLUMNS} FROM {source} WHERE {where}"
+                    )
+                    db.execute(f"DELETE FROM {source} WHERE {where}")
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+
+    def _table(self, kind: str) -> str:
+        return "logs" if kind in self.logs else "items"
 
     def _checkpoint_loop(self) -> None:
         db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
@@ -255,8 +303,8 @@ class SQLiteStore:
 
     def _get_row(self, key: Key) -> _Row | None:
         row: _Row | None = self.db.execute(
-            f"SELECT {_COLUMNS} FROM items WHERE twin=? AND conn=? AND kind={_literal(key.kind)} "
-            "AND id=?",
+            f"SELECT {_COLUMNS} FROM {self._table(key.kind)} WHERE twin=? AND conn=? "
+            f"AND kind={_literal(key.kind)} AND id=?",
             (key.twin, key.conn, key.id),
         ).fetchone()
         return row
@@ -290,7 +338,8 @@ class SQLiteStore:
             where += " AND seq < ?" if query.descending else " AND seq > ?"
             args.append(query.after_seq)
         order = "DESC" if query.descending else "ASC"
-        sql = f"SELECT {_COLUMNS} FROM items WHERE {where} ORDER BY seq {order} LIMIT ? OFFSET ?"
+        table = self._table(query.scope.kind)
+        sql = f"SELECT {_COLUMNS} FROM {table} WHERE {where} ORDER BY seq {order} LIMIT ? OFFSET ?"
         args += (query.limit, query.offset)
         rows: list[_Row] = self._cached(query.scope, sql, args, lambda c: c.fetchall())
         return rows
@@ -298,7 +347,7 @@ class SQLiteStore:
     async def count(self, query: Query) -> int:
         def run() -> int:
             where, args = self._where(query)
-            sql = f"SELECT COUNT(*) FROM items WHERE {where}"
+            sql = f"SELECT COUNT(*) FROM {self._table(query.scope.kind)} WHERE {where}"
             return int(self._cached(query.scope, sql, args, lambda c: c.fetchone()[0]))
 
         return await self._run(run)
@@ -510,8 +559,8 @@ class SQLiteStore:
             return self._store(op.key, data, current.parent, current, op.now)
         if isinstance(op, Delete):
             cursor = self.db.execute(
-                f"DELETE FROM items WHERE twin=? AND conn=? AND kind={_literal(op.key.kind)} "
-                "AND id=?",
+                f"DELETE FROM {self._table(op.key.kind)} WHERE twin=? AND conn=? "
+                f"AND kind={_literal(op.key.kind)} AND id=?",
                 (op.key.twin, op.key.conn, op.key.id),
             )
             if op.must_exist and cursor.rowcount == 0:
@@ -534,9 +583,10 @@ class SQLiteStore:
         where = f"twin=? AND conn=? AND kind={_literal(scope.kind)}"
         args = (scope.twin, scope.conn)
         # The (keep+1)-th newest and everything older go; NULL (too few items) deletes nothing.
+        table = self._table(scope.kind)
         self.db.execute(
-            f"DELETE FROM items WHERE {where} AND seq <= "
-            f"(SELECT seq FROM items WHERE {where} ORDER BY seq DESC LIMIT 1 OFFSET ?)",
+            f"DELETE FROM {table} WHERE {where} AND seq <= "
+            f"(SELECT seq FROM {table} WHERE {where} ORDER BY seq DESC LIMIT 1 OFFSET ?)",
             (*args, *args, max(0, op.keep)),
         )
 
@@ -572,7 +622,7 @@ class SQLiteStore:
         data = orjson.dumps(op.data).decode()
         row = (key.twin, key.conn, key.kind, key.id, op.parent, self._seq + 1, 1, data, now, now)
         try:
-            self.db.execute(_INSERT, row)
+            self.db.execute(_INSERT[self._table(key.kind)], row)
         except sqlite3.IntegrityError:
             return None
         self._seq += 1
@@ -599,7 +649,7 @@ class SQLiteStore:
             item.created,
             item.updated,
         )
-        self.db.execute(_UPSERT, row)
+        self.db.execute(_UPSERT[self._table(key.kind)], row)
         if key.kind in self._keyed_kinds:
             self._written[key] = row
         return item
@@ -643,7 +693,10 @@ class SQLiteStore:
             clauses.append(f"kind IN ({','.join(map(_literal, op.kinds))})")
         if op.keep:
             clauses.append(f"kind NOT IN ({','.join(map(_literal, op.keep))})")
-        self.db.execute(f"DELETE FROM items WHERE {' AND '.join(clauses)}", args)
+        where = " AND ".join(clauses)
+        for table in _TABLES:
+            if table == "items" or self.logs:
+                self.db.execute(f"DELETE FROM {table} WHERE {where}", args)
 
 
 # Failures that mean "no room to write": ENOSPC is SQLITE_FULL; EFBIG (a file size limit)
