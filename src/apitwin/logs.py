@@ -7,6 +7,8 @@ loading a big spec. Headers and bodies are never logged, so neither are credenti
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import sys
 import time
@@ -28,6 +30,7 @@ _REQUEST_FORMAT = "%s  %s  %s %s → %d  %.1f ms%s"
 # Control characters in a path must not be able to forge log lines.
 _CONTROLS = {c: f"\\x{c:02x}" for c in [*range(32), 127]}
 _MAX_PATH = 200
+_MAX_HELD = 1000  # request lines held for the end of a turn of the loop, at most
 
 
 def log_request(
@@ -83,7 +86,17 @@ def _sole_console() -> ConsoleHandler | None:
 
 
 class ConsoleHandler(logging.StreamHandler):  # type: ignore[type-arg]
-    """The server's console (stderr): request lines may come straight from ``log_request``."""
+    """The server's console (stderr): request lines may come straight from ``log_request``.
+
+    On an event loop, the request lines of one turn of the loop are written together when it
+    ends: one write to the stream (a system call) for all of them instead of one per request.
+    Any other record, and ``flush``, first writes the lines still held, so lines keep their
+    order; logging's shutdown flushes what a stopped loop left held.
+    """
+
+    def __init__(self, stream: TextIO | None = None) -> None:
+        super().__init__(stream)
+        self._held: list[str] = []
 
     def write_request(self, message: str, fields: dict[str, Any]) -> bool:
         """Writes a request line as a record would be; False if it could not (the logging
@@ -92,15 +105,49 @@ class ConsoleHandler(logging.StreamHandler):  # type: ignore[type-arg]
         if not isinstance(formatter, TextFormatter | JsonFormatter):
             return False
         line = formatter.request_line(time.time(), message, fields)
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = None
         self.acquire()
         try:
-            self.stream.write(line + self.terminator)
-            self.flush()
-        except Exception:
-            return False
+            self._held.append(line)
+            if len(self._held) == 1 and loop is not None:
+                loop.call_soon(self.flush)  # at the end of this turn of the loop
+                return True
+            if loop is not None and len(self._held) < _MAX_HELD:
+                return True
+            return self._write_held()
         finally:
             self.release()
+
+    def _write_held(self) -> bool:
+        """Called with the lock held."""
+        if not self._held:
+            return True
+        text = self.terminator.join(self._held) + self.terminator
+        self._held.clear()
+        try:
+            self.stream.write(text)
+            super().flush()
+        except Exception:
+            return False
         return True
+
+    def flush(self) -> None:
+        self.acquire()
+        try:
+            if not self._write_held() and sys.__stderr__ is not None:
+                with contextlib.suppress(Exception):  # the console itself may be what failed
+                    sys.__stderr__.write("--- apitwin: request log lines could not be written\n")
+            super().flush()
+        finally:
+            self.release()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self._held:
+            self.flush()
+        super().emit(record)
 
 
 class TextFormatter(logging.Formatter):

@@ -286,3 +286,108 @@ def test_uvicorns_advice_to_install_a_websocket_library_is_not_shown() -> None:
         uvicorn_log.setLevel(saved[3])
     assert caught.getvalue().splitlines() == ["Unsupported upgrade request."]
     assert len(uvicorn_log.filters) == 1
+
+
+class _CountingStream:
+    """A console that counts the writes it is given (a system call each on a real one)."""
+
+    def __init__(self) -> None:
+        self.writes: list[str] = []
+
+    def write(self, text: str) -> int:
+        self.writes.append(text)
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+    @property
+    def text(self) -> str:
+        return "".join(self.writes)
+
+
+@contextmanager
+def _console(stream: _CountingStream) -> Iterator[None]:
+    from apitwin.logs import log, setup_logging
+
+    root = logging.getLogger()
+    saved = (root.handlers[:], root.level, log.level)
+    try:
+        root.handlers.clear()
+        setup_logging("text", "info", stream)  # type: ignore[arg-type]
+        yield
+    finally:
+        for handler in root.handlers:
+            handler.flush()
+        root.handlers[:] = saved[0]
+        root.setLevel(saved[1])
+        log.setLevel(saved[2])
+
+
+def _request_line(path: str) -> None:
+    from apitwin.logs import log_request
+
+    log_request(
+        "t", connection="c", operation="op", method="GET", path=path, status=200, latency_ms=1.0
+    )
+
+
+def test_request_lines_of_one_turn_of_the_loop_are_written_together_and_in_order() -> None:
+    """On an event loop the lines of one turn go out in one write when the turn ends; a record
+    of another logger first writes the lines held before it, so the order stays as logged."""
+    import asyncio
+
+    stream = _CountingStream()
+
+    async def serve() -> None:
+        _request_line("/a")
+        _request_line("/b")
+        assert stream.writes == []  # held until this turn of the loop ends
+        await asyncio.sleep(0)
+        assert len(stream.writes) == 1
+        assert [line[9:] for line in stream.text.splitlines()] == [
+            "c  op  GET /a → 200  1.0 ms",
+            "c  op  GET /b → 200  1.0 ms",
+        ]
+        _request_line("/c")
+        logging.getLogger("apitwin").warning("something else")
+        _request_line("/d")
+        await asyncio.sleep(0)
+
+    with _console(stream):
+        asyncio.run(serve())
+    lines = [line[9:] for line in stream.text.splitlines()]
+    assert lines[2:] == [
+        "c  op  GET /c → 200  1.0 ms",
+        "warning apitwin: something else",
+        "c  op  GET /d → 200  1.0 ms",
+    ]
+
+
+def test_request_lines_outside_an_event_loop_are_written_at_once() -> None:
+    stream = _CountingStream()
+    with _console(stream):
+        _request_line("/a")
+        assert stream.text.endswith("GET /a → 200  1.0 ms\n")
+        _request_line("/b")
+        assert len(stream.writes) == 2
+
+
+def test_request_lines_held_when_the_loop_stops_are_written_by_the_handlers_flush() -> None:
+    """A loop closed before its next turn (a server stopping) loses no line: logging's
+    shutdown flushes every handler."""
+    import asyncio
+
+    stream = _CountingStream()
+    with _console(stream):
+        loop = asyncio.new_event_loop()
+        try:
+            loop.run_until_complete(asyncio.sleep(0))
+            loop.call_soon(_request_line, "/late")
+            loop.call_soon(loop.stop)
+            loop.run_forever()  # the line is logged in the loop's last turn
+        finally:
+            loop.close()
+        assert stream.writes == []
+        logging.getLogger().handlers[0].flush()
+        assert stream.text.endswith("GET /late → 200  1.0 ms\n")
