@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import enum
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from urllib.parse import unquote
 
 from apitwin.spec.model import Operation
 
 _TEMPLATE = re.compile(r"\{([^{}]+)\}")
+_MATCHES_KEPT = 4096  # (method, path) answers a router keeps: clients repeat their paths
 
 
 class MatchKind(enum.Enum):
@@ -28,7 +29,7 @@ class Match:
     kind: MatchKind
     operation: Operation | None = None
     # Raw (still percent-encoded) segment text per path parameter, for style-aware decoding.
-    path_params: dict[str, str] = field(default_factory=dict)
+    path_params: Mapping[str, str] = field(default_factory=dict)  # shared: kept answers
     allowed: tuple[str, ...] = ()
     template: str = ""
 
@@ -103,9 +104,21 @@ class Router:
             routes.sort(key=lambda r: r.score, reverse=True)
         for route in by_template.values():
             route.allowed = self.allowed(route)
+        self._kept: dict[tuple[str, str], Match] = {}
 
     def match(self, method: str, path: str) -> Match:
-        """``path`` is relative to the base path, still percent-encoded."""
+        """``path`` is relative to the base path, still percent-encoded. The answer is the
+        same for the same request line (routes never change), so the latest are kept."""
+        key = (method, path)
+        found = self._kept.get(key)
+        if found is None:
+            found = self._match(method, path)
+            if len(self._kept) >= _MATCHES_KEPT:
+                del self._kept[next(iter(self._kept))]
+            self._kept[key] = found
+        return found
+
+    def _match(self, method: str, path: str) -> Match:
         parts = _split(path)
         method = method.upper()
         allowed: set[str] = set()

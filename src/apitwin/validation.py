@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -96,8 +97,42 @@ def _escape(token: str) -> str:
     return token.replace("~", "~0").replace("/", "~1")
 
 
+_OUTCOMES_KEPT = 1024  # per operation
+
+
 def validate_request(
-    op: Operation, raw_path_params: dict[str, str], request: InboundRequest
+    op: Operation, raw_path_params: Mapping[str, str], request: InboundRequest
+) -> Outcome:
+    """The request's decoded values and violations. Shared between requests with the same
+    parameters for an operation without a body (the usual read): read it, never change it."""
+    if op.body is not None:
+        return _validate(op, raw_path_params, request)
+    key = _parameters_key(op, raw_path_params, request)
+    kept: dict[Any, Outcome] = op.memo.setdefault("outcomes", {})
+    outcome = kept.get(key)
+    if outcome is None:
+        outcome = _validate(op, raw_path_params, request)
+        if len(kept) >= _OUTCOMES_KEPT:
+            del kept[next(iter(kept))]
+        kept[key] = outcome
+    return outcome
+
+
+def _parameters_key(
+    op: Operation, raw_path_params: Mapping[str, str], request: InboundRequest
+) -> tuple[Any, ...]:
+    """Everything the parameters of ``op`` are read from."""
+    key: list[Any] = [tuple(raw_path_params.items()), request.query]
+    for param in op.parameters:
+        if param.location == "header":
+            key.append(request.headers.get(param.name.lower()))
+        elif param.location == "cookie":
+            key.append(request.cookies.get(param.name))
+    return tuple(key)
+
+
+def _validate(
+    op: Operation, raw_path_params: Mapping[str, str], request: InboundRequest
 ) -> Outcome:
     outcome = Outcome(ValidRequest(), [])
     for param in op.parameters:
@@ -115,7 +150,7 @@ def validate_request(
 def _validate_parameter(
     param: Parameter,
     op_params: tuple[Parameter, ...],
-    raw_path: dict[str, str],
+    raw_path: Mapping[str, str],
     request: InboundRequest,
     outcome: Outcome,
 ) -> None:

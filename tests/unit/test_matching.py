@@ -62,3 +62,21 @@ def test_head_is_served_by_get() -> None:
 
 def test_trailing_slash_matches_the_same_route() -> None:
     assert ROUTER.match("GET", "/pets/").kind is MatchKind.FULL
+
+
+def test_a_repeated_request_line_gets_the_kept_answer_and_the_kept_answers_stay_bounded() -> None:
+    import apitwin.matching as matching
+
+    router = Router([op("get", "/pets/{petId}"), op("get", "/pets/mine")])
+    first = router.match("GET", "/pets/7")
+    assert router.match("GET", "/pets/7") is first
+    assert router.match("DELETE", "/pets/7").kind is MatchKind.PARTIAL  # not the GET's answer
+    for n in range(matching._MATCHES_KEPT + 10):
+        found = router.match("GET", f"/pets/{n}")
+        assert found.path_params == {"petId": str(n)}
+    assert len(router._kept) == matching._MATCHES_KEPT
+    # The oldest went first; a path asked again is matched afresh, and alike.
+    again = router.match("GET", "/pets/7")
+    assert again is not first and again == first
+    assert router.match("GET", "/pets/mine").operation is not None
+    assert router.match("GET", "/pets/mine").path_params == {}
