@@ -44,7 +44,7 @@ from apitwin.errors import InvalidInputError, StorageFullError
 from apitwin.http import MockResponse
 from apitwin.service.exchange import Exchange
 from apitwin.spec.model import SecurityScheme
-from apitwin.state.store import Clear, Item, Op, Put, Query, Scope, Store, Trim
+from apitwin.state.store import Clear, Item, Key, Op, Put, Query, Scope, Store, Trim
 from apitwin.tenants import mask
 
 REQUEST_KIND: Final = "request"
@@ -177,6 +177,7 @@ class _Queued:
     connection: str
     fault: tuple[str | None, str | None]
     data: dict[str, Any] | None = None  # built already (``record``)
+    stored: asyncio.Future[None] | None = None  # done once the entry is stored (``submit``)
 
 
 @dataclass(frozen=True, slots=True)
@@ -296,8 +297,18 @@ class Journal:
     ) -> None:
         """Journal a finished exchange, with the others of this turn of the loop; returns once
         it is stored."""
-        if self._queue_exchange(exchange, fault_id, fault_kind, connection) is not None:
+        queued = self._queue_exchange(exchange, fault_id, fault_kind, connection)
+        if queued is None:
+            return
+        loop = asyncio.get_running_loop()
+        writer = self._writer
+        if writer is None or writer.get_loop() is not loop:
             await self.flush()
+            return
+        # A future of its own, set by the writer once this entry is stored: cheaper than a
+        # shield of the writer per request, and cancelling the request cancels no one else.
+        queued.stored = stored = loop.create_future()
+        await stored
 
     def _queue_exchange(
         self,
@@ -353,14 +364,19 @@ class Journal:
                     log.warning("%d request(s) not journalled: %s", len(queued), exc.message)
                 except Exception:
                     log.exception("%d request(s) not journalled", len(queued))
+                finally:
+                    _release(queued)
         finally:
             self._writer = None
+            _release(self._queue)  # a writer cancelled early: its requests wait no longer
 
     async def _store(self, queued: list[_Queued]) -> None:
         ops: list[Op] = []
+        twin = self.twin
         for item in queued:
             data = item.data or self._build(item)
-            ops.append(Put(self.scope(item.connection).key(item.entry_id), data, now=item.at))
+            key = Key(twin, item.connection, REQUEST_KIND, item.entry_id)
+            ops.append(Put(key, data, now=item.at))
         for conn in {item.connection for item in queued}:
             unpruned = self._unpruned.get(conn, 0) + sum(i.connection == conn for i in queued)
             if unpruned >= self.prune_every:
@@ -368,8 +384,9 @@ class Journal:
                 unpruned = 0
             self._unpruned[conn] = unpruned
         await self.store.write(ops)
-        for item in queued:
-            self.changes.publish(Change("request", item.connection, item.entry_id))
+        if self.changes.listening:
+            for item in queued:
+                self.changes.publish(Change("request", item.connection, item.entry_id))
 
     def _build(self, queued: _Queued) -> dict[str, Any]:
         return entry_data(
@@ -458,6 +475,12 @@ class Journal:
             if len(batch) < _SCAN_BATCH:
                 return found
             after = batch[-1].seq
+
+
+def _release(queued: list[_Queued]) -> None:
+    for item in queued:
+        if item.stored is not None and not item.stored.done():
+            item.stored.set_result(None)
 
 
 def _cursor(cursor: str | None) -> int:

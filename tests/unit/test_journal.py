@@ -279,6 +279,27 @@ async def test_exchanges_submitted_together_are_stored_in_one_write(
     assert [e.path for e in page.entries] == [f"/v1/experts?{i}" for i in range(11, 6, -1)]
 
 
+async def test_a_request_cancelled_while_its_entry_is_stored_cancels_no_other(
+    store: SQLiteStore, clock: VirtualClock
+) -> None:
+    """Each submit waits on its own: one cancelled (a client gone) leaves the others waiting
+    for their entries, and its own entry is stored all the same."""
+    journal = Journal(store, "experts", clock)
+    returned: list[int] = []
+
+    async def submit(i: int) -> None:
+        await journal.submit(exchange(LIST, 200, path=f"/v1/experts?{i}"))
+        returned.append(i)
+
+    tasks = [asyncio.create_task(submit(i)) for i in range(5)]
+    await asyncio.sleep(0)  # all five queued, waiting for the writer
+    tasks[2].cancel()
+    done = await asyncio.gather(*tasks, return_exceptions=True)
+    assert isinstance(done[2], asyncio.CancelledError)
+    assert sorted(returned) == [0, 1, 3, 4]
+    assert await journal.count("acme") == 5
+
+
 # -- queries -------------------------------------------------------------------------------------
 
 
