@@ -44,3 +44,34 @@ async def test_caches_stay_bounded_and_right(
             assert store._rows_bytes == sum(map(_size, store._rows.values())) <= 40_000
     finally:
         await store.close()
+
+
+async def test_another_connections_commit_is_looked_for_once_per_turn_of_the_loop(
+    tmp_path: Path,
+) -> None:
+    """Reads of one turn share one look at the file's data version; a read in a later turn
+    sees what another store committed meanwhile."""
+    import asyncio
+
+    store = SQLiteStore(tmp_path / "turns.db")
+    other = SQLiteStore(tmp_path / "turns.db")
+    await store.open()
+    await other.open()
+    try:
+        await store.write([Put(NOTES.key("n"), {"v": 1})])
+        await asyncio.sleep(0)
+        looks: list[str] = []
+        store.db.set_trace_callback(lambda sql: looks.append(sql) if "data_v" in sql else None)
+        for _ in range(5):
+            found = await store.get(NOTES.key("n"))  # from the cache: no statement but the look
+            assert found is not None and found.data == {"v": 1}
+        assert len(looks) == 1
+        await other.write([Put(NOTES.key("n"), {"v": 2})])
+        await asyncio.sleep(0)
+        found = await store.get(NOTES.key("n"))
+        assert found is not None and found.data == {"v": 2}
+        assert len(looks) == 2
+    finally:
+        store.db.set_trace_callback(None)
+        await other.close()
+        await store.close()

@@ -143,6 +143,9 @@ class SQLiteStore:
         self._written: dict[Key, _Row | None] = {}
         self._group_written: dict[Key, _Row | None] = {}  # earlier batches of the same commit
         self._data_version = -1
+        # The loop in whose current turn data_version was read (another loop, or a loop run
+        # again after it stopped, looks afresh).
+        self._looked: asyncio.AbstractEventLoop | None = None
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -287,15 +290,33 @@ class SQLiteStore:
 
     def _check_others(self) -> None:
         """Drops every cached read once another connection (another store or process on the
-        same file) has committed since the last look."""
+        same file) has committed since the last look.
+
+        Looked at once per turn of the event loop: the reads of one turn (the requests that
+        arrived together) are concurrent with a commit made meanwhile elsewhere, so they may
+        all be answered as before it; a read that starts after that commit has returned
+        starts in a later turn, and sees it.
+        """
         if self.path == ":memory:":
             return  # no other connection can reach it
+        try:
+            loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = None  # the worker thread: look every time
+        if loop is not None:
+            if self._looked is loop:
+                return
+            self._looked = loop
+            loop.call_soon(self._look_again)
         version = self.db.execute("PRAGMA data_version").fetchone()[0]
         if version != self._data_version:
             self._data_version = version
             self._drop_rows()
             self._drop_results()
             self._generations.clear()  # every version handed out before is stale
+
+    def _look_again(self) -> None:
+        self._looked = None
 
     def _get(self, key: Key) -> Item | None:
         row = self._get_row(key)
