@@ -247,6 +247,33 @@ async def test_batches_written_together_fail_alone(store: Store) -> None:
     assert seqs == sorted(seqs) and len(set(seqs)) == 3
 
 
+async def test_single_op_batches_written_together_fail_alone(store: Store) -> None:
+    """Each kind of op that fails alone in its batch, beside batches that succeed in the same
+    transaction: each failure is its own, changes nothing, and the others land."""
+    await store.write([Put(PROJECTS.key("taken"), {"v": 0}), Put(PROJECTS.key("kept"), {"v": 0})])
+    outcomes = await asyncio.gather(
+        store.write([Put(PROJECTS.key("a"), {"v": 1})]),
+        store.write([Put(PROJECTS.key("taken"), {"v": 9}, expect="absent")]),
+        store.write([Put(PROJECTS.key("kept"), {"v": 9}, expect=7)]),
+        store.write([Merge(PROJECTS.key("missing"), {"v": 9})]),
+        store.write([Merge(PROJECTS.key("kept"), {"v": 9}, expect=3)]),
+        store.write([Delete(PROJECTS.key("gone"))]),
+        store.write([Require(PROJECTS.key("gone"))]),
+        store.write([Merge(PROJECTS.key("taken"), {"w": 1})]),
+        return_exceptions=True,
+    )
+    assert isinstance(outcomes[0], list)
+    assert [type(o) for o in outcomes[1:7]] == [StoreError] * 6
+    assert [o.reason for o in outcomes[1:7]] == [  # type: ignore[union-attr]
+        "exists", "conflict", "missing", "conflict", "missing", "missing"
+    ]  # fmt: skip
+    assert isinstance(outcomes[7], list)
+    assert (await store.get(PROJECTS.key("kept"))).data == {"v": 0}  # type: ignore[union-attr]
+    assert (await store.get(PROJECTS.key("taken"))).data == {"v": 0, "w": 1}  # type: ignore[union-attr]
+    assert await store.get(PROJECTS.key("missing")) is None
+    assert sorted(i.key.id for i in await store.query(Query(PROJECTS))) == ["a", "kept", "taken"]
+
+
 async def test_reads_see_every_write_that_follows_them(store: Store) -> None:
     """Each read is repeated after each kind of write: a backend that caches reads must drop
     exactly what the write changed (the same reads, unchanged, for other scopes)."""

@@ -101,6 +101,8 @@ _UPSERT: Final = {
 MAX_CACHED_BYTES = 16 * 1024 * 1024
 _ROW_OVERHEAD = 200
 _Row = tuple[Any, ...]
+# Ops that change at most one row with one statement, after their checks (see _write_group).
+_ONE_STATEMENT: Final = frozenset({Put, Merge, Delete, Require})
 _ScopeKey = tuple[str, str, str]
 
 
@@ -477,7 +479,11 @@ class SQLiteStore:
         self._group_written = written
         try:
             for ops, claim in group:
-                db.execute("SAVEPOINT batch")
+                # A batch of one op that writes with one statement needs no savepoint: a
+                # statement that fails changes nothing, and such an op fails before or in it.
+                alone = len(ops) == 1 and type(ops[0]) in _ONE_STATEMENT
+                if not alone:
+                    db.execute("SAVEPOINT batch")
                 seq_at = self._seq
                 self._written = {}
                 try:
@@ -486,10 +492,12 @@ class SQLiteStore:
                 except Exception as exc:
                     if not db.in_transaction:
                         raise  # SQLite gave up the whole transaction (a full disk, ...)
-                    db.execute("ROLLBACK TO batch")
+                    if not alone:
+                        db.execute("ROLLBACK TO batch")
                     self._seq = seq_at
                     outcomes.append(exc)
-                db.execute("RELEASE batch")
+                if not alone:
+                    db.execute("RELEASE batch")
             self._save_seq(seq_before)
             db.execute("COMMIT")
         except BaseException as exc:
