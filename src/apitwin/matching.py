@@ -29,7 +29,7 @@ class Match:
     kind: MatchKind
     operation: Operation | None = None
     # Raw (still percent-encoded) segment text per path parameter, for style-aware decoding.
-    path_params: Mapping[str, str] = field(default_factory=dict)  # shared: kept answers
+    path_params: Mapping[str, str] = field(default_factory=dict)  # shared by requests: read only
     allowed: tuple[str, ...] = ()
     template: str = ""
 
