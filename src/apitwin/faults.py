@@ -313,6 +313,8 @@ class Faults:
         self, conn: str, operation_id: str, method: str, template: str
     ) -> FaultPlan | None:
         """The first active inbound rule for this call that fires; consumes one use of it."""
+        if self._quiet(conn, "inbound"):
+            return None  # the usual case, checked before building anything
         method = method.upper()
         names = {operation_id, f"{method} {template}"}
 
@@ -375,6 +377,11 @@ class Faults:
             return tuple(batch["members"])
         return None
 
+    def _quiet(self, conn: str, direction: Direction) -> bool:
+        """No rule of the connection in this direction was live a moment ago (see _idle)."""
+        idle_since = self._idle.get((conn, direction))
+        return idle_since is not None and time.monotonic() - idle_since < self.idle_ttl
+
     async def _plan(
         self,
         conn: str,
@@ -382,8 +389,7 @@ class Faults:
         applies: Callable[[FaultRule], bool],
         joining: _Joining | None = None,
     ) -> FaultPlan | None:
-        idle_since = self._idle.get((conn, direction))
-        if idle_since is not None and time.monotonic() - idle_since < self.idle_ttl:
+        if self._quiet(conn, direction):
             return None
         query = Query(self.scope(conn), equals={"direction": direction}, limit=self.max_rules * 2)
         now = self.clock.now()
