@@ -108,7 +108,9 @@ def validate_request(
     if op.body is not None:
         return _validate(op, raw_path_params, request)
     key = _parameters_key(op, raw_path_params, request)
-    kept: dict[Any, Outcome] = op.memo.setdefault("outcomes", {})
+    kept: dict[Any, Outcome] | None = op.memo.get("outcomes")
+    if kept is None:
+        kept = op.memo["outcomes"] = {}
     outcome = kept.get(key)
     if outcome is None:
         outcome = _validate(op, raw_path_params, request)
