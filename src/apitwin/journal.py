@@ -44,7 +44,7 @@ from apitwin.errors import InvalidInputError, StorageFullError
 from apitwin.http import MockResponse
 from apitwin.service.exchange import Exchange
 from apitwin.spec.model import SecurityScheme
-from apitwin.state.store import Clear, Item, Key, Op, Put, Query, Scope, Store, Trim
+from apitwin.state.store import Append, Clear, Item, Op, Query, Scope, Store, Trim
 from apitwin.tenants import mask
 
 REQUEST_KIND: Final = "request"
@@ -73,8 +73,26 @@ _STATUS_CLASS: Final = re.compile(r"^[1-5]xx$", re.IGNORECASE)
 
 Suggest = Callable[[str, str], Sequence[str]]
 
-# Entry ids need to be unique, not secret: a seeded PRNG, not a getrandom() call per request.
-_ids = random.Random()
+
+class _EntryIds:
+    """Entry ids in the order they are made: the store's index of ids then grows at one end, as
+    its entries do (random ids touch a page of it anywhere, several times the bytes written).
+
+    Microseconds since the epoch (13 hex digits, until 2112), one more than the previous id's
+    when the clock has not moved on, so unique within a process; then 24 random bits drawn per
+    process, which keep the ids of replicas writing to one database apart.
+    """
+
+    def __init__(self) -> None:
+        self._last = 0
+        self._tag = f"{random.SystemRandom().getrandbits(24):06x}"
+
+    def next(self) -> str:
+        self._last = now = max(time.time_ns() // 1000, self._last + 1)
+        return f"req_{now:013x}{self._tag}"
+
+
+_ids = _EntryIds()
 
 
 @dataclass(frozen=True, slots=True)
@@ -322,7 +340,7 @@ class Journal:
         latency = max(0.0, time.perf_counter() - exchange.started)
         queued = _Queued(
             exchange,
-            f"req_{_ids.getrandbits(64):016x}",
+            _ids.next(),
             self.clock.now() - latency,
             round(latency * 1000, 2),
             exchange.connection if connection is None else connection,
@@ -371,16 +389,20 @@ class Journal:
             _release(self._queue)  # a writer cancelled early: its requests wait no longer
 
     async def _store(self, queued: list[_Queued]) -> None:
-        ops: list[Op] = []
-        twin = self.twin
+        by_conn: dict[str, list[tuple[str, dict[str, Any], float]]] = {}
         for item in queued:
             data = item.data or self._build(item)
-            key = Key(twin, item.connection, REQUEST_KIND, item.entry_id)
-            ops.append(Put(key, data, now=item.at))
-        for conn in {item.connection for item in queued}:
-            unpruned = self._unpruned.get(conn, 0) + sum(i.connection == conn for i in queued)
+            entries = by_conn.get(item.connection)
+            if entries is None:
+                entries = by_conn[item.connection] = []
+            entries.append((item.entry_id, data, item.at))
+        ops: list[Op] = []
+        for conn, entries in by_conn.items():
+            scope = self.scope(conn)
+            ops.append(Append(scope, entries))
+            unpruned = self._unpruned.get(conn, 0) + len(entries)
             if unpruned >= self.prune_every:
-                ops.append(Trim(self.scope(conn), self.ring_size))
+                ops.append(Trim(scope, self.ring_size))
                 unpruned = 0
             self._unpruned[conn] = unpruned
         await self.store.write(ops)

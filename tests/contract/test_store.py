@@ -15,6 +15,7 @@ import pytest
 
 from apitwin.state.sqlite import SQLiteStore
 from apitwin.state.store import (
+    Append,
     Clear,
     Delete,
     Key,
@@ -212,6 +213,50 @@ async def test_trim_keeps_the_newest_items_of_one_scope(store: Store) -> None:
     assert await store.get(EXPERTS.key("e0")) is not None
     await store.write([Trim(PROJECTS, 0)])
     assert await store.count(Query(PROJECTS)) == 0
+
+
+async def test_append_adds_new_items_in_order_and_reads_see_them(store: Store) -> None:
+    assert await store.get(PROJECTS.key("a1")) is None  # read first: known absent
+    assert await store.count(Query(PROJECTS, equals={"v": 2})) == 0
+    entries = [(f"a{i}", {"v": i, "nested": {"i": [i]}}, 100.0 + i) for i in range(3)]
+    written = await store.write([Append(PROJECTS, entries), Put(OTHER.key("o"), {})])
+    assert written[0] is None and written[1] is not None
+    appended = await store.query(Query(PROJECTS))
+    assert [(i.key.id, i.data["v"], i.version, i.created) for i in appended] == [
+        ("a0", 0, 1, 100.0), ("a1", 1, 1, 101.0), ("a2", 2, 1, 102.0)
+    ]  # fmt: skip
+    assert [i.seq for i in appended] == sorted({i.seq for i in appended})
+    found = await store.get(PROJECTS.key("a1"))
+    assert found is not None and found.data == {"v": 1, "nested": {"i": [1]}}
+    assert await store.count(Query(PROJECTS, equals={"v": 2})) == 1
+    await store.write([Append(PROJECTS, [("a3", {"v": 3}, 0.0)]), Trim(PROJECTS, 2)])
+    assert [i.key.id for i in await store.query(Query(PROJECTS))] == ["a2", "a3"]
+    assert await store.write([Append(PROJECTS, [])]) == [None]
+
+
+async def test_an_append_reusing_an_id_is_refused_whole(store: Store) -> None:
+    await store.write([Append(PROJECTS, [("taken", {"v": 0}, 0.0)])])
+    before = [(i.key.id, i.data) for i in await store.query(Query(PROJECTS))]
+    for entries, taken in [
+        ([("n1", {}, 0.0), ("taken", {}, 0.0), ("n2", {}, 0.0)], "taken"),
+        ([("n1", {}, 0.0), ("twice", {}, 0.0), ("twice", {}, 0.0)], "twice"),
+    ]:
+        with pytest.raises(StoreError) as refused:
+            await store.write([Append(PROJECTS, entries)])
+        assert (refused.value.reason, refused.value.key, refused.value.index) == (
+            "exists", PROJECTS.key(taken), 0
+        )  # fmt: skip
+        assert [(i.key.id, i.data) for i in await store.query(Query(PROJECTS))] == before
+    # Beside other batches of the same moment, the refused one fails alone.
+    outcomes = await asyncio.gather(
+        store.write([Append(PROJECTS, [("b1", {}, 0.0)])]),
+        store.write([Append(PROJECTS, [("b2", {}, 0.0), ("taken", {}, 0.0)])]),
+        store.write([Append(PROJECTS, [("b3", {}, 0.0)])]),
+        return_exceptions=True,
+    )
+    assert isinstance(outcomes[1], StoreError) and outcomes[1].key == PROJECTS.key("taken")
+    assert await store.get(PROJECTS.key("b2")) is None
+    assert [i.key.id for i in await store.query(Query(PROJECTS))] == ["taken", "b1", "b3"]
 
 
 async def test_kinds_and_fields_with_quotes_are_data_not_sql(store: Store) -> None:

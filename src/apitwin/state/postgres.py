@@ -28,6 +28,7 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from apitwin.errors import ConfigError, StorageFullError
 from apitwin.state.store import (
+    Append,
     Clear,
     Delete,
     Item,
@@ -269,8 +270,32 @@ async def _apply(conn: Connection, index: int, op: Op) -> Item | None:
     if isinstance(op, Trim):
         await _trim(conn, op)
         return None
+    if isinstance(op, Append):
+        await _append(conn, index, op)
+        return None
     await _clear(conn, op)
     return None
+
+
+async def _append(conn: Connection, index: int, op: Append) -> None:
+    scope = op.scope
+    rows = [
+        (scope.twin, scope.conn, scope.kind, item_id, _json(data), now, now)
+        for item_id, data, now in op.entries
+    ]
+    if not rows:
+        return
+    try:
+        # One pipelined statement for all, not a round trip per entry.
+        async with conn.cursor() as cursor:
+            await cursor.executemany(
+                f"INSERT INTO apitwin_items ({_COLUMNS}) "
+                "VALUES (%s, %s, %s, %s, '', nextval('apitwin_item_seq'), 1, %s, %s, %s)",
+                rows,
+            )
+    except errors.UniqueViolation as exc:
+        taken = (exc.diag.message_detail or "").rpartition(", ")[2].partition(")")[0]
+        raise StoreError("exists", scope.key(taken or op.entries[0][0]), index) from None
 
 
 async def _trim(conn: Connection, op: Trim) -> None:

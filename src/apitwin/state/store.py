@@ -99,7 +99,16 @@ class Trim:
     keep: int
 
 
-Op = Put | Merge | Delete | Require | Clear | Trim
+@dataclass(frozen=True, slots=True)
+class Append:
+    """New items of one scope, each under an id not used before (a log's entries): cheaper than
+    a Put each, as nothing is looked up or handed back. An id in use fails the batch."""
+
+    scope: Scope
+    entries: Sequence[tuple[str, Mapping[str, Any], float]]  # (id, data, time)
+
+
+Op = Put | Merge | Delete | Require | Clear | Trim | Append
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,7 +150,8 @@ class Store(Protocol):
     async def count(self, query: Query) -> int: ...
 
     async def write(self, ops: Sequence[Op]) -> list[Item | None]:
-        """Apply ``ops`` atomically; returns the resulting item per op (None for deletes)."""
+        """Apply ``ops`` atomically; returns the resulting item per op (None for deletes, trims,
+        clears and appends)."""
         ...
 
     async def claim(self, ops: Sequence[Merge]) -> list[Item | None]:
