@@ -1,7 +1,8 @@
 """The journal: each inbound request, what the twin answered, and why.
 
-Entries are store items (kind ``request``) under (twin, connection), so they survive a restart and
-a test can ask "was submitExpert called three times with 201?" through :meth:`Journal.count`.
+Entries are kept in the store (kind ``request``) under (twin, connection), so they survive a
+restart and a test can ask "was submitExpert called three times with 201?" through
+:meth:`Journal.count`.
 
 Secrets never reach the store: credential headers, cookies and sensitive query parameters are
 masked, JSON and form bodies have sensitive fields masked, and every credential value seen in the
@@ -13,11 +14,18 @@ stored by one writer for every request answered in the same turn of the event lo
 transaction (group commit). The request returns once its entry is stored, so a journal read
 after a request sees it, on any replica. (Answering first and journalling after was measured too:
 under load it gave fewer requests per second and a p99 ten times longer, as requests no longer
-paced themselves on the writes.) Every ``prune_every`` writes to a connection (default a tenth of
-the ring, at most 100) the oldest entries beyond ``ring_size`` are deleted in the same
-transaction, so a connection holds at most ``ring_size + prune_every - 1`` entries, exactly
-``ring_size`` after a prune. With several replicas each counts its own writes; the bound holds
-per replica.
+paced themselves on the writes.)
+
+Storage: in a store one process owns (SQLite), the entries of one connection written together
+are one item, a *chunk* (``{"entries": [...]}``, up to ``_CHUNK`` of them): an item per entry
+cost twice as much to write, most of a request's cost under load. Reads see the newest
+``ring_size`` entries of a connection, exactly; every ``prune_every`` entries (default a tenth of
+the ring, at most 100) the chunks wholly older than those are deleted in the same transaction.
+The journal knows the sizes of the chunks it wrote; chunks from before a restart go once the
+newer ones hold a whole ring. In a store several replicas share (PostgreSQL), where no replica
+knows the others' chunks, each entry is an item of its own (the entry's fields, as older files
+hold them too) and the oldest beyond ``ring_size`` are deleted every ``prune_every`` writes of a
+replica. Reads scan a connection's ring in Python (a thousand entries take about a millisecond).
 """
 
 from __future__ import annotations
@@ -25,13 +33,14 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import collections
 import difflib
 import functools
 import logging
 import random
 import re
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 from urllib.parse import unquote, unquote_plus
@@ -44,7 +53,7 @@ from apitwin.errors import InvalidInputError, StorageFullError
 from apitwin.http import MockResponse
 from apitwin.service.exchange import Exchange
 from apitwin.spec.model import SecurityScheme
-from apitwin.state.store import Append, Clear, Item, Op, Query, Scope, Store, Trim
+from apitwin.state.store import Append, Clear, Op, Query, Scope, Store, Trim
 from apitwin.tenants import mask
 
 REQUEST_KIND: Final = "request"
@@ -52,7 +61,8 @@ DEFAULT_RING: Final = 1000
 DEFAULT_BODY_LIMIT: Final = 16 * 1024
 _DECODE_CAP: Final = 1 << 20  # bodies beyond this are masked on their first MiB only
 _MIN_SCRUB: Final = 6  # shorter values would mangle ordinary text
-_SCAN_BATCH: Final = 200
+_SCAN_BATCH: Final = 50  # items read per query while scanning a ring
+_CHUNK: Final = 100  # entries per stored item at most
 log = logging.getLogger("apitwin")
 
 # Names (of headers, query parameters, body fields) whose values are credentials.
@@ -236,21 +246,27 @@ class Filters:
             found["fault"] = self.fault
         return found
 
-    @property
-    def scans(self) -> bool:
-        """Whether some filter is applied here, after the store's equality filter."""
-        return self.since is not None or self.until is not None or bool(self.text)
+    def matcher(self) -> Callable[[dict[str, Any]], bool]:
+        """Whether a stored entry passes every filter (checks the filters' values first)."""
+        equals = list(self.equals().items())
+        since, until = self.since, self.until
+        needle = self.text.casefold() if self.text else None
 
-    def keep(self, data: dict[str, Any]) -> bool:
-        if self.since is not None and data["at"] < self.since:
-            return False
-        if self.until is not None and data["at"] > self.until:
-            return False
-        if self.text:
-            texts = (data["path"], data["query"], data["request_body"]["text"])
-            needle = self.text.casefold()
-            return any(needle in t.casefold() for t in (*texts, data["response_body"]["text"]))
-        return True
+        def matches(data: dict[str, Any]) -> bool:
+            for name, value in equals:
+                found = data.get(name)
+                if found != value or type(found) is not type(value):  # True is not 1
+                    return False
+            if since is not None and data["at"] < since:
+                return False
+            if until is not None and data["at"] > until:
+                return False
+            if needle is not None:
+                texts = (data["path"], data["query"], data["request_body"]["text"])
+                return any(needle in t.casefold() for t in (*texts, data["response_body"]["text"]))
+            return True
+
+        return matches
 
 
 class Journal:
@@ -277,6 +293,8 @@ class Journal:
         self.body_limit = body_limit
         self.prune_every = prune_every or max(1, min(100, ring_size // 10))
         self._unpruned: dict[str, int] = {}
+        # Sizes of the chunks written to each connection (oldest first), as far as still kept.
+        self._chunks: dict[str, collections.deque[int]] = {}
         self._queue: list[_Queued] = []
         self._writer: asyncio.Task[None] | None = None
         self._bodies: dict[tuple[bytes, str], tuple[dict[str, Any], frozenset[str]]] = {}
@@ -288,6 +306,7 @@ class Journal:
     def forget(self, conn: str) -> None:
         """A connection was removed (its entries with it)."""
         self._unpruned.pop(conn, None)
+        self._chunks.pop(conn, None)
 
     async def record(
         self,
@@ -389,26 +408,53 @@ class Journal:
             _release(self._queue)  # a writer cancelled early: its requests wait no longer
 
     async def _store(self, queued: list[_Queued]) -> None:
-        by_conn: dict[str, list[tuple[str, dict[str, Any], float]]] = {}
+        by_conn: dict[str, list[dict[str, Any]]] = {}
         for item in queued:
             data = item.data or self._build(item)
             entries = by_conn.get(item.connection)
             if entries is None:
                 entries = by_conn[item.connection] = []
-            entries.append((item.entry_id, data, item.at))
+            entries.append(data)
         ops: list[Op] = []
         for conn, entries in by_conn.items():
             scope = self.scope(conn)
-            ops.append(Append(scope, entries))
+            if self.store.shared:
+                ops.append(Append(scope, [(e["id"], e, e["at"]) for e in entries]))
+            else:
+                chunks = self._chunks.setdefault(conn, collections.deque())
+                for first in range(0, len(entries), _CHUNK):
+                    chunk = entries[first : first + _CHUNK]
+                    head = chunk[0]
+                    ops.append(Append(scope, [(head["id"], {"entries": chunk}, head["at"])]))
+                    chunks.append(len(chunk))
             unpruned = self._unpruned.get(conn, 0) + len(entries)
             if unpruned >= self.prune_every:
-                ops.append(Trim(scope, self.ring_size))
+                keep = self._keep(conn)
+                if keep is not None:
+                    ops.append(Trim(scope, keep))
                 unpruned = 0
             self._unpruned[conn] = unpruned
         await self.store.write(ops)
         if self.changes.listening:
             for item in queued:
                 self.changes.publish(Change("request", item.connection, item.entry_id))
+
+    def _keep(self, conn: str) -> int | None:
+        """How many of a connection's newest items hold its ring: None while unknown (the
+        chunks this journal wrote hold less than a ring: older ones may hold the rest)."""
+        if self.store.shared:
+            return self.ring_size
+        chunks = self._chunks.get(conn)
+        if not chunks:
+            return None
+        held = 0
+        for count, size in enumerate(reversed(chunks), 1):
+            held += size
+            if held >= self.ring_size:
+                while len(chunks) > count:
+                    chunks.popleft()
+                return count
+        return None
 
     def _build(self, queued: _Queued) -> dict[str, Any]:
         return entry_data(
@@ -425,15 +471,20 @@ class Journal:
         )
 
     async def prune(self, conn: str) -> None:
-        """Delete the oldest entries beyond the ring size."""
+        """Delete what lies beyond the newest ``ring_size`` entries."""
         await self.flush()
-        await self.store.write([Trim(self.scope(conn), self.ring_size)])
+        keep = 0
+        async for position, _ in self._ring(conn):
+            keep = position[2]
+        await self.store.write([Trim(self.scope(conn), keep)])
         self._unpruned[conn] = 0
 
     async def get(self, conn: str, entry_id: str) -> JournalEntry | None:
         await self.flush()
-        item = await self.store.get(self.scope(conn).key(entry_id))
-        return JournalEntry.from_dict(item.data) if item else None
+        async for _, data in self._ring(conn):
+            if data["id"] == entry_id:
+                return JournalEntry.from_dict(data)
+        return None
 
     async def query(
         self,
@@ -450,13 +501,28 @@ class Journal:
         cursor: str | None = None,
         newest_first: bool = True,
     ) -> JournalPage:
-        filters = Filters(operation, method, status, since, until, text, fault)
+        matches = Filters(operation, method, status, since, until, text, fault).matcher()
         limit = max(1, min(limit, 500))
+        after = _cursor(cursor)
         await self.flush()
-        items = await self._scan(conn, filters, _cursor(cursor), newest_first, limit + 1)
-        more = len(items) > limit
-        entries = [JournalEntry.from_dict(item.data) for item in items[:limit]]
-        return JournalPage(entries, str(items[limit - 1].seq) if more else None)
+        found: list[tuple[_Position, dict[str, Any]]] = []
+        if newest_first:
+            async for position, data in self._ring(conn):
+                if (after is None or position[:2] < after) and matches(data):
+                    found.append((position, data))
+                    if len(found) > limit:
+                        break
+        else:
+            ring = [pair async for pair in self._ring(conn)]
+            for position, data in reversed(ring):
+                if (after is None or position[:2] > after) and matches(data):
+                    found.append((position, data))
+                    if len(found) > limit:
+                        break
+        more = len(found) > limit
+        entries = [JournalEntry.from_dict(data) for _, data in found[:limit]]
+        last = found[limit - 1][0] if more else None
+        return JournalPage(entries, f"{last[0]}.{last[1]}" if last else None)
 
     async def count(
         self,
@@ -470,33 +536,42 @@ class Journal:
         text: str | None = None,
         fault: str | bool | None = None,
     ) -> int:
-        filters = Filters(operation, method, status, since, until, text, fault)
+        matches = Filters(operation, method, status, since, until, text, fault).matcher()
         await self.flush()
-        if not filters.scans:
-            return await self.store.count(Query(self.scope(conn), equals=filters.equals()))
-        return len(await self._scan(conn, filters, 0, False, None))
+        return sum([matches(data) async for _, data in self._ring(conn)])
 
     async def clear(self, conn: str | None = None) -> None:
         await self.flush()
         await self.store.write([Clear(self.twin, conn, (REQUEST_KIND,))])
+        if conn is None:
+            self._chunks.clear()
+        else:
+            self._chunks.pop(conn, None)
 
-    async def _scan(
-        self, conn: str, filters: Filters, after: int, descending: bool, want: int | None
-    ) -> list[Item]:
-        """Items passing every filter, in order, stopping once ``want`` are found."""
-        equals = filters.equals()
-        found: list[Item] = []
+    async def _ring(self, conn: str) -> AsyncIterator[tuple[_Position, dict[str, Any]]]:
+        """The stored entries of a connection's ring, newest first, each with its position:
+        (item sequence, index in the item, items read so far)."""
+        left = self.ring_size
+        after = 0
+        items = 0
         while True:
-            query = Query(self.scope(conn), None, equals, after, 0, _SCAN_BATCH, descending)
+            query = Query(self.scope(conn), None, {}, after, 0, _SCAN_BATCH, True)
             batch = await self.store.query(query)
             for item in batch:
-                if filters.keep(item.data):
-                    found.append(item)
-                    if want is not None and len(found) >= want:
-                        return found
+                items += 1
+                data = item.data
+                chunk = data.get("entries", [data])  # an entry of its own: a shared store's
+                for index in range(len(chunk) - 1, -1, -1):
+                    yield (item.seq, index, items), chunk[index]
+                    left -= 1
+                    if left == 0:
+                        return
             if len(batch) < _SCAN_BATCH:
-                return found
+                return
             after = batch[-1].seq
+
+
+_Position = tuple[int, int, int]
 
 
 def _release(queued: list[_Queued]) -> None:
@@ -505,11 +580,12 @@ def _release(queued: list[_Queued]) -> None:
             item.stored.set_result(None)
 
 
-def _cursor(cursor: str | None) -> int:
+def _cursor(cursor: str | None) -> tuple[int, int] | None:
     if not cursor:
-        return 0
+        return None
+    seq, _, index = cursor.partition(".")
     try:
-        return int(cursor)
+        return int(seq), int(index or 0)
     except ValueError:
         raise InvalidInputError(
             f"cursor {cursor!r} is not one this journal issued; pass the next_cursor of the "

@@ -29,6 +29,7 @@ from apitwin.matching import Match, MatchKind
 from apitwin.service.exchange import Exchange
 from apitwin.spec.model import Operation, SecurityScheme
 from apitwin.state.sqlite import SQLiteStore
+from apitwin.state.store import Clear, Put, Query
 from apitwin.tenants import Identity
 from apitwin.validation import Outcome, ValidRequest, Violation
 
@@ -43,6 +44,13 @@ PASSWORD = "correct-horse-battery"
 CLIENT_SECRET = "cs_nested_secret_value_42"
 SET_COOKIE = "sid-0a1b2c3d4e5f6a7b8c9d"
 SECRETS = [TOKEN, API_KEY, PARTNER_KEY, SESSION, QUERY_KEY, PASSWORD, CLIENT_SECRET, SET_COOKIE]
+
+
+async def stored(store: SQLiteStore, journal: Journal, conn: str) -> list[dict[str, Any]]:
+    """Every entry of a connection as stored, read from the store's items (chunks) directly."""
+    items = await store.query(Query(journal.scope(conn), limit=1000))
+    return [entry for item in items for entry in item.data["entries"]]
+
 
 SUBMIT = Operation("post", "/experts", "submitExpert", "", (), (), None, {}, ())
 LIST = Operation("get", "/experts", "listExperts", "", (), (), None, {}, ())
@@ -112,9 +120,9 @@ async def test_no_secret_appears_anywhere_in_an_entry(
         )
     )
     assert entry is not None
-    stored = await store.get(journal.scope("acme").key(entry.id))
-    assert stored is not None
-    for text in (orjson.dumps(entry.as_dict()).decode(), orjson.dumps(stored.data).decode()):
+    [kept] = await stored(store, journal, "acme")
+    assert kept["id"] == entry.id
+    for text in (orjson.dumps(entry.as_dict()).decode(), orjson.dumps(kept).decode()):
         leaked = [secret for secret in SECRETS if secret in text]
         assert leaked == []
     headers = entry.request_headers
@@ -149,15 +157,14 @@ async def test_the_stored_form_is_the_entry_and_its_filter_fields(
         fault_kind=fault[1],
     )
     assert entry is not None
-    stored = await store.get(journal.scope("acme").key(entry.id))
-    assert stored is not None
+    [kept] = await stored(store, journal, "acme")
     expected = {
         **entry.as_dict(),
         "status_class": "4xx",
         "faulted": fault[0] is not None,
     }
-    assert stored.data == expected
-    assert JournalEntry.from_dict(stored.data) == entry
+    assert kept == expected
+    assert JournalEntry.from_dict(kept) == entry
     assert entry.violations[0]["pointer"] == "/name" and entry.response_headers[1] == ("x-a", "1")
     assert entry.fault == fault[0] and entry.fault_kind == fault[1] and entry.valid is False
 
@@ -256,14 +263,111 @@ async def test_pruning_in_batches_keeps_the_bound_approximately(
     assert await journal.count("acme") == 20
 
 
+async def submit_together(journal: Journal, paths: list[str], conn: str = "acme") -> None:
+    """Requests answered in one turn of the loop: their entries are written together."""
+    await asyncio.gather(*(journal.submit(exchange(LIST, 200, path=p, conn=conn)) for p in paths))
+
+
+async def test_the_ring_is_exact_over_entries_written_together_in_any_numbers(
+    store: SQLiteStore, clock: VirtualClock
+) -> None:
+    """Entries written together are stored as one item: reads still see exactly the newest
+    ring of them, page through it in either order, and the items wholly older go."""
+    journal = Journal(store, "experts", clock, ring_size=10, prune_every=3)
+    paths = [f"/v1/experts/{i}" for i in range(40)]
+    written = 0
+    for size in (1, 4, 2, 7, 3, 1, 9, 5, 8):
+        await submit_together(journal, paths[written : written + size])
+        written += size
+        newest = paths[max(0, written - 10) : written][::-1]
+        assert await journal.count("acme") == len(newest)
+        assert [e.path for e in (await journal.query("acme", limit=50)).entries] == newest
+        assert len(await stored(store, journal, "acme")) < 10 + 9  # one item beyond the ring
+    pages: list[list[str]] = []
+    for newest_first in (True, False):
+        cursor, seen = None, []
+        while True:
+            page = await journal.query("acme", limit=3, cursor=cursor, newest_first=newest_first)
+            seen.extend(e.path for e in page.entries)
+            if page.cursor is None:
+                break
+            cursor = page.cursor
+        pages.append(seen)
+    assert pages == [paths[30:40][::-1], paths[30:40]]
+    first = (await journal.query("acme", newest_first=False, limit=1)).entries[0]
+    assert await journal.get("acme", first.id) == first
+    gone = [e for e in await stored(store, journal, "acme") if e["path"] == paths[29]]
+    assert not gone or await journal.get("acme", gone[0]["id"]) is None  # beyond the ring
+    await journal.prune("acme")  # the last two items (5 and 8 entries) hold the ring
+    assert [e["path"] for e in await stored(store, journal, "acme")] == paths[27:40]
+
+
+async def test_more_entries_than_a_chunk_holds_are_split(
+    store: SQLiteStore, clock: VirtualClock
+) -> None:
+    journal = Journal(store, "experts", clock, ring_size=500)
+    await submit_together(journal, [f"/v1/experts/{i}" for i in range(250)])
+    items = await store.query(Query(journal.scope("acme")))
+    assert [len(item.data["entries"]) for item in items] == [100, 100, 50]
+    assert await journal.count("acme") == 250
+
+
+async def test_a_reopened_journal_keeps_the_ring_and_drops_older_items_later(
+    store: SQLiteStore, clock: VirtualClock
+) -> None:
+    """A journal started again (a restart) does not know the sizes of the items already
+    stored: it reads them, and deletes them once its own hold a whole ring."""
+    first = Journal(store, "experts", clock, ring_size=6, prune_every=2)
+    await submit_together(journal=first, paths=[f"/old/{i}" for i in range(5)])
+    again = Journal(store, "experts", clock, ring_size=6, prune_every=2)
+    await submit_together(again, ["/new/0", "/new/1"])
+    assert [e.path for e in (await again.query("acme")).entries] == [
+        "/new/1", "/new/0", "/old/4", "/old/3", "/old/2", "/old/1"
+    ]  # fmt: skip
+    assert len(await stored(store, again, "acme")) == 7  # not known to be beyond the ring yet
+    for i in range(2, 6):
+        await submit_together(again, [f"/new/{i}"])
+    assert [e["path"] for e in await stored(store, again, "acme")] == [
+        f"/new/{i}" for i in range(6)
+    ]
+
+
+async def test_entries_stored_one_per_item_are_read_as_well(
+    store: SQLiteStore, clock: VirtualClock
+) -> None:
+    """Files written before entries were stored together (and shared stores) hold an item
+    per entry: read beside chunks, in order, within the ring."""
+    journal = Journal(store, "experts", clock, ring_size=3)
+    old = await journal.record(exchange(SUBMIT, 201, path="/v1/experts/old"))
+    assert old is not None
+    [chunk] = await store.query(Query(journal.scope("acme")))
+    await store.write(
+        [Clear("experts", "acme"), Put(journal.scope("acme").key(old.id), chunk.data["entries"][0])]
+    )
+    again = Journal(store, "experts", clock, ring_size=3)
+    await submit_together(again, ["/v1/experts/a", "/v1/experts/b"])
+    assert [e.path for e in (await again.query("acme")).entries] == [
+        "/v1/experts/b", "/v1/experts/a", "/v1/experts/old"
+    ]  # fmt: skip
+    assert await again.get("acme", old.id) == old
+    assert await again.count("acme", operation="submitExpert") == 1
+    await submit_together(again, ["/v1/experts/c"])
+    assert await again.get("acme", old.id) is None
+
+
 async def test_exchanges_submitted_together_are_stored_in_one_write(
     store: SQLiteStore, clock: VirtualClock
 ) -> None:
-    writes: list[list[tuple[str, int]]] = []
+    writes: list[list[tuple[str, list[int]]]] = []
     write = store.write
 
     async def counted(ops: Any) -> Any:
-        writes.append([(type(op).__name__, len(getattr(op, "entries", ()))) for op in ops])
+        writes.append(
+            [
+                (type(op).__name__, [len(d["entries"]) for _, d, _ in getattr(op, "entries", ())])
+                for op in ops
+            ]
+        )
         return await write(ops)
 
     store.write = counted  # type: ignore[method-assign]
@@ -273,8 +377,8 @@ async def test_exchanges_submitted_together_are_stored_in_one_write(
     await asyncio.gather(
         *(journal.submit(exchange(LIST, 200, path=f"/v1/experts?{i}")) for i in range(12))
     )
-    # Twelve entries appended by one op, and one trim, in one transaction.
-    assert writes == [[("Append", 12), ("Trim", 0)]]
+    # Twelve entries stored as one item, and a trim, in one transaction.
+    assert writes == [[("Append", [12]), ("Trim", [])]]
     assert len(seen) == 12  # each submit returned with its entry stored
     page = await journal.query("acme", limit=10)
     assert [e.path for e in page.entries] == [f"/v1/experts?{i}" for i in range(11, 6, -1)]
