@@ -13,7 +13,7 @@ import logging
 import sys
 import time
 from datetime import UTC, datetime
-from typing import Any, TextIO
+from typing import Any, Final, TextIO
 
 import orjson
 
@@ -46,26 +46,30 @@ def log_request(
     fault_kind: str | None = None,
 ) -> None:
     """Log one answered request; callers check ``request_log.isEnabledFor(INFO)`` first."""
-    shown = path.translate(_CONTROLS)
+    shown = path if path.isprintable() else path.translate(_CONTROLS)
     if len(shown) > _MAX_PATH:
         shown = shown[: _MAX_PATH - 3] + "..."
     tag = f"  [fault {fault} {fault_kind}]" if fault else ""
-    fields = {
-        "twin": twin,
-        "connection": connection,
-        "operation": operation,
-        "method": method,
-        "path": shown,
-        "status": status,
-        "latency_ms": round(latency_ms, 2),
-        "fault": fault,
-        "fault_kind": fault_kind,
-    }
     args = (connection or "-", operation or "-", method, shown, status, latency_ms, tag)
+    fields = (twin, connection, operation, method, shown, status, latency_ms, fault, fault_kind)
     console = _sole_console()
     if console is not None and console.write_request(_REQUEST_FORMAT % args, fields):
         return
-    request_log.info(_REQUEST_FORMAT, *args, extra={"fields": fields})
+    request_log.info(_REQUEST_FORMAT, *args, extra={"fields": _fields(fields)})
+
+
+# A request line's fields, made a dict only by the formats that show them (JSON).
+_Fields = tuple[str, str, str | None, str, str, int, float, str | None, str | None]
+_FIELD_NAMES: Final = (
+    "twin", "connection", "operation", "method", "path", "status", "latency_ms", "fault",
+    "fault_kind",
+)  # fmt: skip
+
+
+def _fields(fields: _Fields) -> dict[str, Any]:
+    found = dict(zip(_FIELD_NAMES, fields, strict=True))
+    found["latency_ms"] = round(fields[6], 2)
+    return found
 
 
 def _sole_console() -> ConsoleHandler | None:
@@ -98,7 +102,7 @@ class ConsoleHandler(logging.StreamHandler):  # type: ignore[type-arg]
         super().__init__(stream)
         self._held: list[str] = []
 
-    def write_request(self, message: str, fields: dict[str, Any]) -> bool:
+    def write_request(self, message: str, fields: _Fields) -> bool:
         """Writes a request line as a record would be; False if it could not (the logging
         machinery then reports the problem its own way)."""
         formatter = self.formatter
@@ -163,7 +167,7 @@ class TextFormatter(logging.Formatter):
             self._second = second
         return self._stamp
 
-    def request_line(self, created: float, message: str, fields: dict[str, Any]) -> str:
+    def request_line(self, created: float, message: str, fields: _Fields) -> str:
         return f"{self.stamp(created)} {message}"
 
     def format(self, record: logging.LogRecord) -> str:
@@ -181,13 +185,13 @@ class TextFormatter(logging.Formatter):
 class JsonFormatter(logging.Formatter):
     """One JSON object per line: time, level, logger, message and the record's fields."""
 
-    def request_line(self, created: float, message: str, fields: dict[str, Any]) -> str:
+    def request_line(self, created: float, message: str, fields: _Fields) -> str:
         entry: dict[str, Any] = {
             "time": datetime.fromtimestamp(created, UTC).isoformat(timespec="milliseconds"),
             "level": "info",
             "logger": REQUEST_LOGGER,
             "message": message,
-            **fields,
+            **_fields(fields),
         }
         return orjson.dumps(entry, default=str).decode()
 
