@@ -24,6 +24,7 @@ from apitwin.journal import (
     closest_operations,
     redaction_for,
     suggester,
+    unpack,
 )
 from apitwin.matching import Match, MatchKind
 from apitwin.service.exchange import Exchange
@@ -49,7 +50,7 @@ SECRETS = [TOKEN, API_KEY, PARTNER_KEY, SESSION, QUERY_KEY, PASSWORD, CLIENT_SEC
 async def stored(store: SQLiteStore, journal: Journal, conn: str) -> list[dict[str, Any]]:
     """Every entry of a connection as stored, read from the store's items (chunks) directly."""
     items = await store.query(Query(journal.scope(conn), limit=1000))
-    return [entry for item in items for entry in item.data["entries"]]
+    return [entry for item in items for entry in unpack(item.data)]
 
 
 SUBMIT = Operation("post", "/experts", "submitExpert", "", (), (), None, {}, ())
@@ -308,7 +309,7 @@ async def test_more_entries_than_a_chunk_holds_are_split(
     journal = Journal(store, "experts", clock, ring_size=500)
     await submit_together(journal, [f"/v1/experts/{i}" for i in range(250)])
     items = await store.query(Query(journal.scope("acme")))
-    assert [len(item.data["entries"]) for item in items] == [100, 100, 50]
+    assert [len(unpack(item.data)) for item in items] == [100, 100, 50]
     assert await journal.count("acme") == 250
 
 
@@ -342,7 +343,7 @@ async def test_entries_stored_one_per_item_are_read_as_well(
     assert old is not None
     [chunk] = await store.query(Query(journal.scope("acme")))
     await store.write(
-        [Clear("experts", "acme"), Put(journal.scope("acme").key(old.id), chunk.data["entries"][0])]
+        [Clear("experts", "acme"), Put(journal.scope("acme").key(old.id), unpack(chunk.data)[0])]
     )
     again = Journal(store, "experts", clock, ring_size=3)
     await submit_together(again, ["/v1/experts/a", "/v1/experts/b"])
@@ -364,7 +365,7 @@ async def test_exchanges_submitted_together_are_stored_in_one_write(
     async def counted(ops: Any) -> Any:
         writes.append(
             [
-                (type(op).__name__, [len(d["entries"]) for _, d, _ in getattr(op, "entries", ())])
+                (type(op).__name__, [len(unpack(d)) for _, d, _ in getattr(op, "entries", ())])
                 for op in ops
             ]
         )
