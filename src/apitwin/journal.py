@@ -69,6 +69,7 @@ _MIN_SCRUB: Final = 6  # shorter values would mangle ordinary text
 # Items read per query while scanning a ring: a few first (the newest page is in them), then more.
 _SCAN_BATCHES: Final = (4, 50)
 _CHUNK: Final = 100  # entries per stored item at most
+_KEPT_NAMES: Final = 4096
 log = logging.getLogger("apitwin")
 
 # Names (of headers, query parameters, body fields) whose values are credentials.
@@ -117,9 +118,21 @@ class Redaction:
 
     headers: frozenset[str] = frozenset()  # lower case
     query: frozenset[str] = frozenset()
+    # Answers of plain_header so far (the same few names come with every request).
+    _plain: dict[str, bool] = field(default_factory=dict, compare=False, repr=False)
 
     def header(self, name: str) -> bool:
         return name in self.headers or _sensitive_name(name)
+
+    def plain_header(self, name: str) -> bool:
+        """A header (lower-case name) whose value is kept as it is."""
+        plain = self._plain.get(name)
+        if plain is None:
+            if len(self._plain) >= _KEPT_NAMES:
+                self._plain.clear()
+            plain = name not in _CREDENTIAL_HEADERS and not self.header(name)
+            self._plain[name] = plain
+        return plain
 
     def parameter(self, name: str) -> bool:
         return name in self.query or _sensitive_name(name)
@@ -667,10 +680,9 @@ def entry_data(
     assert response is not None
     found = _Secrets()
     headers: dict[str, str] = {}
+    plain = redaction.plain_header
     for name, value in request.headers.items():
-        headers[name] = (
-            value if _plain_header(name, redaction) else _mask_header(name, value, redaction, found)
-        )
+        headers[name] = value if plain(name) else _mask_header(name, value, redaction, found)
     query = _mask_pairs(request.query, redaction, found) if request.query else ""
     raw = request.body
     request_body = (
@@ -684,7 +696,7 @@ def entry_data(
         lower = name.lower()
         if lower == "content-type" and not response_type:
             response_type = value.split(";")[0].strip().lower()
-        if not _plain_header(lower, redaction):
+        if not plain(lower):
             value = _mask_header(lower, value, redaction, found)
         answer.append([name, value])
     response_body = _response_body(
@@ -734,11 +746,6 @@ _CREDENTIAL_HEADERS: Final = frozenset(
 )
 _KEPT_BODIES: Final = 512
 _KEPT_BODY_BYTES: Final = 64 * 1024
-
-
-def _plain_header(name: str, redaction: Redaction) -> bool:
-    """A header (lower-case name) whose value is kept as it is."""
-    return name not in _CREDENTIAL_HEADERS and not redaction.header(name)
 
 
 def _empty_body() -> dict[str, Any]:
