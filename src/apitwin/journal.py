@@ -40,6 +40,7 @@ import binascii
 import collections
 import difflib
 import functools
+import itertools
 import logging
 import random
 import re
@@ -435,43 +436,51 @@ class Journal:
                 entries = by_conn[item.connection] = []
             entries.append(data)
         ops: list[Op] = []
+        written: list[tuple[str, list[int], int | None]] = []  # chunk sizes, items kept
         for conn, entries in by_conn.items():
             scope = self.scope(conn)
+            sizes: list[int] = []
             if self.store.shared:
                 ops.append(Append(scope, [(e["id"], e, e["at"]) for e in entries]))
             else:
-                chunks = self._chunks.setdefault(conn, collections.deque())
                 for first in range(0, len(entries), _CHUNK):
                     chunk = entries[first : first + _CHUNK]
                     head = chunk[0]
                     ops.append(Append(scope, [(head["id"], pack(chunk), head["at"])]))
-                    chunks.append(len(chunk))
+                    sizes.append(len(chunk))
             unpruned = self._unpruned.get(conn, 0) + len(entries)
+            keep = None
             if unpruned >= self.prune_every:
-                keep = self._keep(conn)
+                keep = self._keep(conn, sizes)
                 if keep is not None:
                     ops.append(Trim(scope, keep))
                 unpruned = 0
             self._unpruned[conn] = unpruned
+            written.append((conn, sizes, keep))
         await self.store.write(ops)
+        # Known only once stored: a chunk counted that a failed write never stored would make
+        # later trims keep too few.
+        for conn, sizes, keep in written:
+            if sizes:
+                chunks = self._chunks.setdefault(conn, collections.deque())
+                chunks.extend(sizes)
+                while keep is not None and len(chunks) > keep:
+                    chunks.popleft()
         if self.changes.listening:
             for item in queued:
                 self.changes.publish(Change("request", item.connection, item.entry_id))
 
-    def _keep(self, conn: str) -> int | None:
-        """How many of a connection's newest items hold its ring: None while unknown (the
-        chunks this journal wrote hold less than a ring: older ones may hold the rest)."""
+    def _keep(self, conn: str, sizes: list[int]) -> int | None:
+        """How many of a connection's newest items hold its ring, once chunks of ``sizes`` are
+        added: None while unknown (the chunks this journal wrote hold less than a ring, and
+        older ones may hold the rest)."""
         if self.store.shared:
             return self.ring_size
-        chunks = self._chunks.get(conn)
-        if not chunks:
-            return None
         held = 0
-        for count, size in enumerate(reversed(chunks), 1):
+        newest_first = itertools.chain(reversed(sizes), reversed(self._chunks.get(conn, ())))
+        for count, size in enumerate(newest_first, 1):
             held += size
             if held >= self.ring_size:
-                while len(chunks) > count:
-                    chunks.popleft()
                 return count
         return None
 

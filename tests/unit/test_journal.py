@@ -14,7 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from apitwin.clock import VirtualClock
-from apitwin.errors import InvalidInputError
+from apitwin.errors import InvalidInputError, StorageFullError
 from apitwin.http import InboundRequest, MockResponse
 from apitwin.journal import (
     SENSITIVE,
@@ -301,6 +301,28 @@ async def test_the_ring_is_exact_over_entries_written_together_in_any_numbers(
     assert not gone or await journal.get("acme", gone[0]["id"]) is None  # beyond the ring
     await journal.prune("acme")  # the last two items (5 and 8 entries) hold the ring
     assert [e["path"] for e in await stored(store, journal, "acme")] == paths[27:40]
+
+
+async def test_a_write_that_failed_counts_for_nothing_in_later_trims(
+    store: SQLiteStore, clock: VirtualClock
+) -> None:
+    """Entries whose write failed (a full disk) were never stored: trims that counted them would
+    delete entries still in the ring."""
+    journal = Journal(store, "experts", clock, ring_size=5, prune_every=1)
+    for i in range(4):
+        await submit_together(journal, [f"/kept/{i}"])
+    write = store.write
+
+    async def full(ops: Any) -> Any:
+        raise StorageFullError("the disk is full")
+
+    store.write = full  # type: ignore[method-assign]
+    await submit_together(journal, [f"/lost/{i}" for i in range(10)])  # logged, not stored
+    store.write = write  # type: ignore[method-assign]
+    await submit_together(journal, ["/new/0"])
+    assert [e.path for e in (await journal.query("acme")).entries] == [
+        "/new/0", "/kept/3", "/kept/2", "/kept/1", "/kept/0"
+    ]  # fmt: skip
 
 
 async def test_more_entries_than_a_chunk_holds_are_split(
