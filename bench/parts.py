@@ -98,39 +98,23 @@ def serve(variant: str, port: int, db: str, report: str) -> None:
 def _time_parts(journal: Any, twin: Any, timers: dict[str, Any]) -> None:
     store = journal.store
     for name in ("_write_group", "_write"):
-        original = getattr(store, name)
+        setattr(store, name, _timed(getattr(store, name), timers, "store", "commits"))
+    journal._build = _timed(journal._build, timers, "build", "entries")
+    twin._log_request = _timed(twin._log_request, timers, "log", "lines")
 
-        def timed(*args: Any, original: Any = original, **kwargs: Any) -> Any:
-            started = time.thread_time()
-            try:
-                return original(*args, **kwargs)
-            finally:
-                timers["store"] += time.thread_time() - started
-                timers["commits"] += 1
 
-        setattr(store, name, timed)
-    build = journal._build
+def _timed(function: Any, timers: dict[str, Any], total: str, count: str) -> Any:
+    """``function``, adding its thread CPU time to ``timers[total]`` and its calls to ``count``."""
 
-    def timed_build(queued: Any) -> Any:
+    def timed(*args: Any, **kwargs: Any) -> Any:
         started = time.thread_time()
         try:
-            return build(queued)
+            return function(*args, **kwargs)
         finally:
-            timers["build"] += time.thread_time() - started
-            timers["entries"] += 1
+            timers[total] += time.thread_time() - started
+            timers[count] += 1
 
-    journal._build = timed_build
-    log_request = twin._log_request
-
-    def timed_log(*args: Any, **kwargs: Any) -> Any:
-        started = time.thread_time()
-        try:
-            return log_request(*args, **kwargs)
-        finally:
-            timers["log"] += time.thread_time() - started
-            timers["lines"] += 1
-
-    twin._log_request = timed_log
+    return timed
 
 
 async def _bare(scope: dict[str, Any], receive: Any, send: Any) -> None:
