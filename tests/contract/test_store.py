@@ -229,8 +229,11 @@ async def test_append_adds_new_items_in_order_and_reads_see_them(store: Store) -
     found = await store.get(PROJECTS.key("a1"))
     assert found is not None and found.data == {"v": 1, "nested": {"i": [1]}}
     assert await store.count(Query(PROJECTS, equals={"v": 2})) == 1
+    before = time.time()
     await store.write([Append(PROJECTS, [("a3", {"v": 3}, 0.0)]), Trim(PROJECTS, 2)])
     assert [i.key.id for i in await store.query(Query(PROJECTS))] == ["a2", "a3"]
+    stamped = await store.get(PROJECTS.key("a3"))  # no time given: the time of the write
+    assert stamped is not None and before <= stamped.created <= time.time()
     assert await store.write([Append(PROJECTS, [])]) == [None]
 
 

@@ -279,10 +279,10 @@ async def _apply(conn: Connection, index: int, op: Op) -> Item | None:
 
 async def _append(conn: Connection, index: int, op: Append) -> None:
     scope = op.scope
-    rows = [
-        (scope.twin, scope.conn, scope.kind, item_id, _json(data), now, now)
-        for item_id, data, now in op.entries
-    ]
+    rows = []
+    for item_id, data, at in op.entries:
+        now = at or time.time()
+        rows.append((scope.twin, scope.conn, scope.kind, item_id, _json(data), now, now))
     if not rows:
         return
     try:
@@ -294,6 +294,7 @@ async def _append(conn: Connection, index: int, op: Append) -> None:
                 rows,
             )
     except errors.UniqueViolation as exc:
+        # The detail names the key: "Key (twin, conn, kind, id)=(t, c, k, <id>) already exists."
         taken = (exc.diag.message_detail or "").rpartition(", ")[2].partition(")")[0]
         raise StoreError("exists", scope.key(taken or op.entries[0][0]), index) from None
 

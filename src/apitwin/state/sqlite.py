@@ -670,8 +670,9 @@ class SQLiteStore:
         keyed = kind in self._keyed_kinds
         seq = self._seq
         rows = []
-        for item_id, data, now in op.entries:
+        for item_id, data, at in op.entries:
             seq += 1
+            now = at or time.time()
             row = (twin, conn, kind, item_id, "", seq, 1, orjson.dumps(data).decode(), now, now)
             rows.append(row)
             if keyed:

@@ -105,7 +105,7 @@ class Append:
     a Put each, as nothing is looked up or handed back. An id in use fails the batch."""
 
     scope: Scope
-    entries: Sequence[tuple[str, Mapping[str, Any], float]]  # (id, data, time)
+    entries: Sequence[tuple[str, Mapping[str, Any], float]]  # (id, data, time; 0: now)
 
 
 Op = Put | Merge | Delete | Require | Clear | Trim | Append
